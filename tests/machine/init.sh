@@ -1,0 +1,32 @@
+#!/bin/busybox sh
+# PID 1 of the test machine (L1 VM). Mounts the host's root read-only over
+# 9p, loads kvm_amd, runs the command the host wrote into the scratch share
+# inside a chroot of the host's root, and records its exit status.
+/bin/busybox --install -s /bin
+export PATH=/bin
+mkdir -p /proc /sys /dev /host
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+for m in $(cat /modules/order); do insmod "/modules/$m" || echo "test-machine: insmod $m failed" > /dev/ttyS0; done
+scratch=$(sed -n 's/.*cocoon.scratch=\([^ ]*\).*/\1/p' /proc/cmdline)
+mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=512000,cache=loose host /host
+mount -t proc proc /host/proc
+mount -t sysfs sys /host/sys
+mount -t devtmpfs dev /host/dev
+mkdir -p /host/dev/pts /host/dev/shm
+mount -t devpts devpts /host/dev/pts
+mount -t tmpfs tmpfs /host/dev/shm
+mount -t tmpfs -o mode=1777 tmpfs /host/tmp
+mount -t tmpfs tmpfs /host/run
+mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 scratch "/host$scratch"
+mount -t cgroup2 cgroup2 /host/sys/fs/cgroup 2>/dev/null
+ip link set lo up
+echo always > /sys/kernel/mm/transparent_hugepage/enabled 2>/dev/null
+stty -F /dev/ttyS1 raw -echo
+if [ -c /dev/kvm ]; then kvm=yes; else kvm=no; fi
+echo "test-machine: L1 up, /dev/kvm=$kvm" > /dev/ttyS0
+chroot /host /bin/bash "$scratch/cmd.sh" < /dev/null > /dev/ttyS1 2>&1
+echo $? > "/host$scratch/status"
+sync
+poweroff -f

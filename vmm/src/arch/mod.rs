@@ -1,0 +1,3 @@
+//! Machine layout and boot-time CPU state. Only x86_64 exists today.
+
+pub mod x86_64;

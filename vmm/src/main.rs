@@ -1,0 +1,91 @@
+//! `cocoon-vmm`: boots one micro-VM from flags or a JSON config and exits
+//! when the guest does. Exit status: 0 guest reset or powered off, 1 bad
+//! input or VMM failure, 2 bad usage, 3 guest kernel panic.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use clap::Parser;
+use cocoon_vmm::vcpu::VmEvent;
+use cocoon_vmm::{GuestExit, RunOptions, VmConfigFile, EXIT_ERROR, EXIT_GUEST_PANIC, EXIT_OK};
+
+#[derive(Parser, Debug)]
+#[command(name = "cocoon-vmm", version, about = "Cocoon micro-VMM: boots one micro-VM")]
+struct Args {
+    /// JSON configuration file; flags given as well override its fields.
+    #[arg(long, value_name = "FILE.json")]
+    config: Option<PathBuf>,
+    /// Guest kernel (ELF vmlinux or bzImage).
+    #[arg(long, value_name = "PATH")]
+    kernel: Option<PathBuf>,
+    /// Initramfs.
+    #[arg(long, value_name = "PATH")]
+    initrd: Option<PathBuf>,
+    /// Extra kernel command line.
+    #[arg(long, value_name = "STR")]
+    cmdline: Option<String>,
+    /// Number of vCPUs (default 1).
+    #[arg(long, value_name = "N")]
+    vcpus: Option<u32>,
+    /// Guest memory in MiB (default 128).
+    #[arg(long = "memory-mib", value_name = "M")]
+    memory_mib: Option<u64>,
+    /// Serial console on stdout.
+    #[arg(long)]
+    console: bool,
+    /// Print VM exit counts when the guest ends.
+    #[arg(long)]
+    stats: bool,
+}
+
+fn fail(msg: impl std::fmt::Display) -> ! {
+    eprintln!("cocoon-vmm: error: {msg}");
+    std::process::exit(EXIT_ERROR);
+}
+
+fn main() {
+    let start = Instant::now();
+    let args = Args::parse();
+    let file = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).unwrap_or_else(|e| fail(format_args!("cannot read config {}: {e}", path.display())));
+            VmConfigFile::from_json(&text).unwrap_or_else(|e| fail(format_args!("{}: {e}", path.display())))
+        }
+        None => VmConfigFile::default(),
+    };
+    let flags = VmConfigFile {
+        kernel: args.kernel,
+        initrd: args.initrd,
+        cmdline: args.cmdline,
+        vcpus: args.vcpus,
+        memory_mib: args.memory_mib,
+        console: args.console.then_some(true),
+    };
+    let config = file.merge(flags).validate().unwrap_or_else(|e| fail(e));
+
+    let events = Arc::new(|ev: VmEvent| match ev {
+        VmEvent::BootComplete(t) => eprintln!("cocoon-vmm: boot-complete ms={:.1}", t.as_secs_f64() * 1e3),
+    });
+    let opts = RunOptions { start, console: None, events: Some(events) };
+    let report = cocoon_vmm::run(&config, opts).unwrap_or_else(|e| fail(e));
+    if args.stats {
+        let ms = |d: Option<std::time::Duration>| d.map(|d| format!("{:.1}", d.as_secs_f64() * 1e3)).unwrap_or_else(|| "-".into());
+        let pio: Vec<String> = report.pio_exits.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        eprintln!("cocoon-vmm: stats first_entry_ms={} boot_complete_ms={} pio_exits {}", ms(report.first_entry), ms(report.boot_complete), pio.join(" "));
+    }
+    match report.exit {
+        GuestExit::Reset => {
+            eprintln!("cocoon-vmm: guest reset");
+            std::process::exit(EXIT_OK)
+        }
+        GuestExit::PowerOff => {
+            eprintln!("cocoon-vmm: guest powered off");
+            std::process::exit(EXIT_OK)
+        }
+        GuestExit::Panic(why) => {
+            eprintln!("cocoon-vmm: guest kernel panic: {why}");
+            std::process::exit(EXIT_GUEST_PANIC)
+        }
+    }
+}
