@@ -7,6 +7,8 @@ pub const PORT: u16 = 0x0cc0;
 pub const BOOT_COMPLETE: u8 = 0x01;
 /// Filesystems are synced; power the VM off.
 pub const POWER_OFF: u8 = 0x02;
+/// The agent's first action as PID 1 (boot-time breakdown).
+pub const INIT_STARTED: u8 = 0x03;
 
 /// Writes `code` to the debug port.
 pub fn signal(code: u8) -> std::io::Result<()> {

@@ -66,9 +66,17 @@ pub fn reap_forever() -> ! {
     }
 }
 
+/// Waits until everything written to the console has left the UART, so the
+/// last lines are not cut off by the VM ending.
+fn drain_console() {
+    // SAFETY: tcdrain on a descriptor we own; an error (not a tty) is harmless.
+    unsafe { libc::tcdrain(1) };
+}
+
 /// Syncs and asks the VMM to power the VM off; falls back to a reset on a
 /// VMM without Cocoon's debug port.
 pub fn power_off() -> ! {
+    drain_console();
     // SAFETY: sync has no preconditions.
     unsafe { libc::sync() };
     if let Err(e) = debug_port::signal(debug_port::POWER_OFF) {
@@ -79,6 +87,7 @@ pub fn power_off() -> ! {
 
 /// Syncs and resets the VM through the kernel (an i8042 reset on Cocoon).
 pub fn reboot() -> ! {
+    drain_console();
     // SAFETY: sync and reboot have no memory-safety preconditions.
     unsafe {
         libc::sync();

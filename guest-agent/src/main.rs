@@ -45,6 +45,7 @@ fn main() {
         eprintln!("cocoon-agent: must run as PID 1 inside a Cocoon VM");
         std::process::exit(1);
     }
+    let _ = debug_port::signal(debug_port::INIT_STARTED);
     init::setup();
     let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
     let mode = mode_from_cmdline(&cmdline);

@@ -1,1 +1,126 @@
+//! Helpers for Cocoon's integration tests: where the built artefacts are,
+//! a check that this machine's KVM can boot Linux, and running the VMM
+//! binary with a deadline. Run the tests through `make vm-test`, which puts
+//! them in the test machine when this host cannot boot Linux guests.
 
+#![warn(missing_docs)]
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+}
+
+fn artefact(var: &str, rel: &str) -> PathBuf {
+    let p = std::env::var_os(var).map(PathBuf::from).unwrap_or_else(|| repo_root().join(rel));
+    assert!(p.exists(), "{} not found (set {var} or run `make build`)", p.display());
+    p
+}
+
+/// The guest kernel (`build/vmlinux`, or `$COCOON_KERNEL`).
+pub fn kernel() -> PathBuf {
+    artefact("COCOON_KERNEL", "build/vmlinux")
+}
+
+/// The agent initramfs (`build/initramfs.img`, or `$COCOON_INITRD`).
+pub fn initrd() -> PathBuf {
+    artefact("COCOON_INITRD", "build/initramfs.img")
+}
+
+/// The VMM binary (`target/release/cocoon-vmm`, or `$COCOON_VMM`).
+pub fn vmm_bin() -> PathBuf {
+    artefact("COCOON_VMM", "target/release/cocoon-vmm")
+}
+
+/// Debian's stock kernel (a bzImage) from /boot, newest first.
+pub fn debian_bzimage() -> PathBuf {
+    let mut found: Vec<PathBuf> = std::fs::read_dir("/boot")
+        .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
+    found.retain(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("vmlinuz-") && n.ends_with("-amd64")));
+    found.sort();
+    found.pop().expect("no /boot/vmlinuz-*-amd64: install Debian's linux-image-amd64 (scripts/deps.sh)")
+}
+
+/// Fails (never skips) unless this machine's KVM can boot a Linux guest:
+/// /dev/kvm usable and the CPU has VMX or SVM (true on hardware hosts and
+/// inside the test machine; false on kvm_pvm hosts).
+pub fn require_linux_kvm() {
+    let usable = std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").is_ok();
+    assert!(usable, "/dev/kvm is missing or not accessible: VM tests need KVM (run them with `make vm-test`)");
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let hw = cpuinfo.lines().filter(|l| l.starts_with("flags")).any(|l| l.split_whitespace().any(|f| f == "vmx" || f == "svm"));
+    assert!(
+        hw,
+        "this CPU has no VMX/SVM, so its KVM cannot boot Linux guests: run the VM tests through tests/machine/run (`make vm-test`)"
+    );
+}
+
+/// What a VMM run produced.
+#[derive(Debug)]
+pub struct VmmRun {
+    /// Exit status.
+    pub status: ExitStatus,
+    /// Guest console and anything else on stdout.
+    pub stdout: String,
+    /// The VMM's own messages.
+    pub stderr: String,
+}
+
+impl VmmRun {
+    /// The agent's summary line fields, e.g. `cpus`, `ram_kib`, `kernel`.
+    pub fn summary(&self, key: &str) -> Option<String> {
+        let line = self.stdout.lines().find_map(|l| l.split_once("cocoon-agent: summary ").map(|(_, rest)| rest.to_string()))?;
+        line.split_whitespace().find_map(|kv| kv.strip_prefix(&format!("{key}=")).map(str::to_string))
+    }
+
+    /// Everything, for assertion messages.
+    pub fn dump(&self) -> String {
+        format!("status: {}\n--- stdout\n{}\n--- stderr\n{}", self.status, self.stdout, self.stderr)
+    }
+}
+
+/// Runs the VMM binary with `args`, killing it after `deadline`.
+pub fn run_vmm(args: &[&str], deadline: Duration) -> VmmRun {
+    let mut child = Command::new(vmm_bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn cocoon-vmm");
+    let mut out = child.stdout.take().expect("stdout");
+    let mut err = child.stderr.take().expect("stderr");
+    let out_t = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        s
+    });
+    let err_t = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        if start.elapsed() > deadline {
+            let _ = child.kill();
+            let s = child.wait().expect("wait");
+            let stdout = out_t.join().unwrap_or_default();
+            let stderr = err_t.join().unwrap_or_default();
+            panic!("cocoon-vmm {args:?} did not finish within {deadline:?}\n--- stdout\n{stdout}\n--- stderr\n{stderr}\nstatus {s}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    VmmRun { status, stdout: out_t.join().unwrap_or_default(), stderr: err_t.join().unwrap_or_default() }
+}
+
+/// Boot deadline generous enough for the nested test machine.
+pub const BOOT_DEADLINE: Duration = Duration::from_secs(240);

@@ -159,8 +159,8 @@ pub fn load_kernel(mem: &GuestMemoryMmap, layout: &MemoryLayout, path: &Path) ->
     let loaded = match format {
         KernelFormat::Elf => {
             let extent = elf_extent(&mut file, &name)?;
-            if extent + MIN_FREE_AFTER_KERNEL > layout.initrd_limit() {
-                return Err(too_small(extent + MIN_FREE_AFTER_KERNEL + (layout.mem_size - layout.initrd_limit())));
+            if extent.saturating_add(MIN_FREE_AFTER_KERNEL) > layout.initrd_limit() {
+                return Err(too_small(extent.saturating_add(MIN_FREE_AFTER_KERNEL + (layout.mem_size - layout.initrd_limit()))));
             }
             let r = Elf::load(mem, None, &mut file, Some(GuestAddress(HIMEM_START)))
                 .map_err(|err| LoadError::Load { path: name.clone(), err })?;
@@ -172,17 +172,17 @@ pub fn load_kernel(mem: &GuestMemoryMmap, layout: &MemoryLayout, path: &Path) ->
         }
         KernelFormat::BzImage => {
             let size = file.metadata().map_err(io)?.len();
-            if HIMEM_START + size + MIN_FREE_AFTER_KERNEL > layout.initrd_limit() {
-                return Err(too_small(HIMEM_START + size + MIN_FREE_AFTER_KERNEL));
+            if size.saturating_add(HIMEM_START + MIN_FREE_AFTER_KERNEL) > layout.initrd_limit() {
+                return Err(too_small(size.saturating_add(HIMEM_START + MIN_FREE_AFTER_KERNEL)));
             }
             let r = BzImage::load(mem, None, &mut file, Some(GuestAddress(HIMEM_START)))
                 .map_err(|err| LoadError::Load { path: name.clone(), err })?;
             let hdr = r.setup_header;
             // The decompressor needs init_size bytes from the load address.
             let init_size = hdr.map(|h| u64::from(h.init_size)).unwrap_or(0);
-            let end = r.kernel_end.max(r.kernel_load.0 + init_size);
-            if end + MIN_FREE_AFTER_KERNEL > layout.initrd_limit() {
-                return Err(too_small(end + MIN_FREE_AFTER_KERNEL + (layout.mem_size - layout.initrd_limit())));
+            let end = r.kernel_end.max(r.kernel_load.0.saturating_add(init_size));
+            if end.saturating_add(MIN_FREE_AFTER_KERNEL) > layout.initrd_limit() {
+                return Err(too_small(end.saturating_add(MIN_FREE_AFTER_KERNEL + (layout.mem_size - layout.initrd_limit()))));
             }
             LoadedKernel {
                 format,
@@ -218,10 +218,10 @@ pub fn place_initrd(
     if let Some(max) = addr_max {
         limit = limit.min(max.saturating_add(1));
     }
-    let floor = (kernel_end + MIN_FREE_AFTER_KERNEL).next_multiple_of(PAGE);
+    let floor = kernel_end.saturating_add(MIN_FREE_AFTER_KERNEL).saturating_add(PAGE - 1) / PAGE * PAGE;
     let too_small = || LoadError::MemoryTooSmall {
         have_mib: layout.mem_size >> 20,
-        need_mib: mib_ceil(floor + size + (layout.mem_size - layout.initrd_limit())),
+        need_mib: mib_ceil(floor.saturating_add(size).saturating_add(layout.mem_size - layout.initrd_limit())),
     };
     let addr = limit.checked_sub(size).ok_or_else(too_small)? / PAGE * PAGE;
     if addr < floor {

@@ -64,7 +64,11 @@ fn main() {
     };
     let config = file.merge(flags).validate().unwrap_or_else(|e| fail(e));
 
-    let events = Arc::new(|ev: VmEvent| match ev {
+    let stats = args.stats;
+    let events = Arc::new(move |ev: VmEvent| match ev {
+        VmEvent::FirstEntry(t) if stats => eprintln!("cocoon-vmm: first-entry ms={:.1}", t.as_secs_f64() * 1e3),
+        VmEvent::InitStarted(t) if stats => eprintln!("cocoon-vmm: init-started ms={:.1}", t.as_secs_f64() * 1e3),
+        VmEvent::FirstEntry(_) | VmEvent::InitStarted(_) => {}
         VmEvent::BootComplete(t) => eprintln!("cocoon-vmm: boot-complete ms={:.1}", t.as_secs_f64() * 1e3),
     });
     let opts = RunOptions { start, console: None, events: Some(events) };
@@ -72,7 +76,15 @@ fn main() {
     if args.stats {
         let ms = |d: Option<std::time::Duration>| d.map(|d| format!("{:.1}", d.as_secs_f64() * 1e3)).unwrap_or_else(|| "-".into());
         let pio: Vec<String> = report.pio_exits.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        eprintln!("cocoon-vmm: stats first_entry_ms={} boot_complete_ms={} pio_exits {}", ms(report.first_entry), ms(report.boot_complete), pio.join(" "));
+        let steps: Vec<String> = report.setup_steps.iter().map(|(k, d)| format!("{k}={:.1}", d.as_secs_f64() * 1e3)).collect();
+        eprintln!("cocoon-vmm: setup_ms {}", steps.join(" "));
+        eprintln!(
+            "cocoon-vmm: stats first_entry_ms={} init_started_ms={} boot_complete_ms={} pio_exits {}",
+            ms(report.first_entry),
+            ms(report.init_started),
+            ms(report.boot_complete),
+            pio.join(" ")
+        );
     }
     match report.exit {
         GuestExit::Reset => {

@@ -35,6 +35,10 @@ pub enum StopReason {
 /// A VM-level event reported while the guest runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VmEvent {
+    /// The boot vCPU is about to enter the guest for the first time.
+    FirstEntry(Duration),
+    /// The guest's init (the agent) started; time since the VMM started.
+    InitStarted(Duration),
     /// The agent reported boot-complete; time since the VMM started.
     BootComplete(Duration),
 }
@@ -52,6 +56,8 @@ pub struct Shared {
     pub stop: AtomicBool,
     /// First vCPU entry, since `start`.
     pub first_entry: OnceLock<Duration>,
+    /// Agent started as PID 1, since `start`.
+    pub init_started: OnceLock<Duration>,
     /// Agent boot-complete, since `start`.
     pub boot_complete: OnceLock<Duration>,
     stop_reason: Mutex<Option<StopReason>>,
@@ -67,6 +73,7 @@ impl Shared {
             start,
             stop: AtomicBool::new(false),
             first_entry: OnceLock::new(),
+            init_started: OnceLock::new(),
             boot_complete: OnceLock::new(),
             stop_reason: Mutex::new(None),
             stop_evt: EventFd::new(libc::EFD_CLOEXEC)?,
@@ -99,13 +106,17 @@ impl Shared {
         match ev {
             PioEvent::Reset => self.request_exit(StopReason::Reset),
             PioEvent::PowerOff => self.request_exit(StopReason::PowerOff),
-            PioEvent::BootComplete => {
-                let t = self.start.elapsed();
-                if self.boot_complete.set(t).is_ok() {
-                    if let Some(sink) = &self.events {
-                        sink(VmEvent::BootComplete(t));
-                    }
-                }
+            PioEvent::BootComplete => self.milestone(&self.boot_complete, VmEvent::BootComplete),
+            PioEvent::InitStarted => self.milestone(&self.init_started, VmEvent::InitStarted),
+        }
+    }
+
+    /// Records the first occurrence of a milestone and reports it.
+    fn milestone(&self, slot: &OnceLock<Duration>, event: fn(Duration) -> VmEvent) {
+        let t = self.start.elapsed();
+        if slot.set(t).is_ok() {
+            if let Some(sink) = &self.events {
+                sink(event(t));
             }
         }
     }
@@ -157,7 +168,7 @@ pub fn configure(
 /// Runs vCPU `id` until the VM stops.
 pub fn run(mut vcpu: VcpuFd, id: u32, shared: Arc<Shared>) {
     if id == 0 {
-        let _ = shared.first_entry.set(shared.start.elapsed());
+        shared.milestone(&shared.first_entry, VmEvent::FirstEntry);
     }
     while !shared.stop.load(Ordering::Acquire) {
         let exit = vcpu.run();

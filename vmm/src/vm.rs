@@ -89,10 +89,14 @@ pub struct RunReport {
     pub exit: GuestExit,
     /// VMM start to the first vCPU entry.
     pub first_entry: Option<Duration>,
+    /// VMM start to the agent's first instruction as PID 1.
+    pub init_started: Option<Duration>,
     /// VMM start to the agent's boot-complete.
     pub boot_complete: Option<Duration>,
     /// Port exits that reached the VMM: (device, count).
     pub pio_exits: Vec<(&'static str, u64)>,
+    /// Set-up steps and when each finished, since `start`.
+    pub setup_steps: Vec<(&'static str, Duration)>,
 }
 
 /// Options that are not part of the VM's configuration.
@@ -143,6 +147,19 @@ fn register_memory(vm: &VmFd, mem: &GuestMemoryMmap) -> Result<(), VmError> {
     Ok(())
 }
 
+/// Asks for transparent huge pages on guest RAM: fewer, larger faults while
+/// the kernel is copied in and while the guest touches its memory. Advisory
+/// only; hosts without THP ignore it.
+fn advise_huge_pages(mem: &GuestMemoryMmap) {
+    for region in mem.iter() {
+        if let Ok(host) = mem.get_host_address(region.start_addr()) {
+            // SAFETY: the range is exactly one live mapping owned by `mem`;
+            // MADV_HUGEPAGE changes no contents, only the fault policy.
+            unsafe { libc::madvise(host.cast(), region.len() as usize, libc::MADV_HUGEPAGE) };
+        }
+    }
+}
+
 extern "C" fn kick_handler(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {}
 
 /// The signal that knocks a vCPU thread out of KVM_RUN.
@@ -165,6 +182,8 @@ fn install_kick_handler() -> Result<(), VmError> {
 /// returns, and all guest memory is released.
 pub fn run(config: &VmConfig, opts: RunOptions) -> Result<RunReport, VmError> {
     let start = opts.start;
+    let mut steps: Vec<(&'static str, Duration)> = Vec::with_capacity(8);
+    let mut step = |name: &'static str| steps.push((name, start.elapsed()));
     // Bad input first, before any KVM state exists.
     let initrd = config.initrd.as_deref().map(loader::open_initrd).transpose()?;
     std::fs::File::open(&config.kernel)
@@ -176,11 +195,15 @@ pub fn run(config: &VmConfig, opts: RunOptions) -> Result<RunReport, VmError> {
         return Err(VmError::TooManyVcpus { asked: config.vcpus, max });
     }
     install_kick_handler()?;
+    step("kvm_open");
 
     let layout = MemoryLayout::new(config.memory_mib << 20);
     let mem = GuestMemoryMmap::<()>::from_ranges(&layout.ram_regions()).map_err(|e| VmError::Memory(e.to_string()))?;
 
+    advise_huge_pages(&mem);
+    step("memory_mapped");
     let kernel = loader::load_kernel(&mem, &layout, &config.kernel)?;
+    step("kernel_loaded");
     let initrd_at = match initrd {
         Some((mut file, size)) => {
             let addr_max = kernel.setup_header.map(|h| u64::from(h.initrd_addr_max)).filter(|&m| m != 0);
@@ -201,6 +224,7 @@ pub fn run(config: &VmConfig, opts: RunOptions) -> Result<RunReport, VmError> {
     let table = mptable::build(MPTABLE_ADDR as u32, config.vcpus as u8);
     mem.write_slice(&table, GuestAddress(MPTABLE_ADDR)).map_err(LoadError::Memory)?;
     regs::write_boot_tables(&mem, kernel.entry)?;
+    step("boot_params_written");
 
     let vm = kvm.create_vm().map_err(|e| VmError::Kvm("KVM_CREATE_VM", e))?;
     vm.set_tss_address(KVM_TSS_ADDR).map_err(|e| VmError::Kvm("KVM_SET_TSS_ADDR", e))?;
@@ -208,6 +232,7 @@ pub fn run(config: &VmConfig, opts: RunOptions) -> Result<RunReport, VmError> {
     let pit = kvm_pit_config { flags: KVM_PIT_SPEAKER_DUMMY, ..Default::default() };
     vm.create_pit2(pit).map_err(|e| VmError::Kvm("KVM_CREATE_PIT2", e))?;
     register_memory(&vm, &mem)?;
+    step("vm_created");
 
     let console = match (config.console, opts.console) {
         (true, Some(out)) => {
@@ -232,6 +257,7 @@ pub fn run(config: &VmConfig, opts: RunOptions) -> Result<RunReport, VmError> {
         vcpu::configure(&fd, id, config.vcpus, &base_cpuid, msr_list.as_slice(), kernel.entry)?;
         vcpus.push(fd);
     }
+    step("vcpus_configured");
 
     let mut threads: Vec<JoinHandle<()>> = Vec::with_capacity(vcpus.len());
     let mut spawn_error = None;
@@ -277,8 +303,10 @@ pub fn run(config: &VmConfig, opts: RunOptions) -> Result<RunReport, VmError> {
     let report = RunReport {
         exit,
         first_entry: shared.first_entry.get().copied(),
+        init_started: shared.init_started.get().copied(),
         boot_complete: shared.boot_complete.get().copied(),
         pio_exits,
+        setup_steps: steps,
     };
     // The VM (and its vCPU fds, already dropped with their threads) goes
     // before the memory it maps.

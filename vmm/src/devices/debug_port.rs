@@ -10,6 +10,8 @@ pub const DEBUG_PORT: u16 = 0x0cc0;
 pub enum DebugCode {
     /// The agent is up and serving (`boot-complete`).
     BootComplete,
+    /// The agent's first instruction as PID 1 (for boot-time breakdowns).
+    InitStarted,
     /// The agent has synced its filesystems and asks to be powered off.
     PowerOff,
     /// Any other value: counted, otherwise ignored.
@@ -21,6 +23,7 @@ impl From<u8> for DebugCode {
         match v {
             0x01 => DebugCode::BootComplete,
             0x02 => DebugCode::PowerOff,
+            0x03 => DebugCode::InitStarted,
             other => DebugCode::Unknown(other),
         }
     }
@@ -34,6 +37,7 @@ mod tests {
     fn every_byte_has_a_meaning() {
         assert_eq!(DebugCode::from(1), DebugCode::BootComplete);
         assert_eq!(DebugCode::from(2), DebugCode::PowerOff);
+        assert_eq!(DebugCode::from(3), DebugCode::InitStarted);
         assert_eq!(DebugCode::from(0xff), DebugCode::Unknown(0xff));
     }
 }

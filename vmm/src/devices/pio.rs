@@ -23,6 +23,8 @@ pub enum PioEvent {
     PowerOff,
     /// The agent reported that it is up.
     BootComplete,
+    /// The agent started running as PID 1.
+    InitStarted,
 }
 
 /// The i8042's reset line: a flag the bus reads back after each write.
@@ -116,6 +118,7 @@ impl PioBus {
                 match DebugCode::from(data[0]) {
                     DebugCode::BootComplete => Some(PioEvent::BootComplete),
                     DebugCode::PowerOff => Some(PioEvent::PowerOff),
+                    DebugCode::InitStarted => Some(PioEvent::InitStarted),
                     DebugCode::Unknown(_) => None,
                 }
             }

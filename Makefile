@@ -1,0 +1,66 @@
+# Cocoon: `make demo` sets everything up and boots a micro-VM; `make test`
+# runs every test; `make bench` runs the benchmarks. VM tests and benchmarks
+# run through tests/machine/run (directly on hosts with VMX/SVM, otherwise in
+# the L1 test machine).
+SHELL := /bin/bash
+CARGO ?= cargo
+BUILD := build
+TRIPLE := x86_64-unknown-linux-gnu
+AGENT := target/$(TRIPLE)/release/cocoon-agent
+VMM := target/release/cocoon-vmm
+MACHINE := tests/machine/run --
+PREFIX ?= /usr/local
+
+.PHONY: all deps kernel agent initramfs vmm build demo test lint unit-test vm-test bench install clean
+
+all: build
+
+deps:
+	@bash scripts/deps.sh
+
+kernel: deps
+	@mkdir -p $(BUILD)
+	ln -sfn "$$(guest-kernel/build.sh)" $(BUILD)/vmlinux
+
+agent:
+	RUSTFLAGS='-C target-feature=+crt-static' $(CARGO) build --release --locked --target $(TRIPLE) -p cocoon-agent
+
+initramfs: agent
+	scripts/mkinitramfs.sh $(AGENT) $(BUILD)/initramfs.img
+
+vmm:
+	$(CARGO) build --release --locked -p cocoon-vmm
+
+build: deps kernel initramfs vmm
+
+demo: build
+	$(MACHINE) $(VMM) --kernel $(BUILD)/vmlinux --initrd $(BUILD)/initramfs.img \
+		--vcpus 2 --memory-mib 256 --console --stats --cmdline "quiet cocoon.mode=summary"
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
+
+# Unit tests and the tiny-guest VMM tests run on this host (/dev/kvm must
+# exist; kvm_pvm is enough for hand-written guests).
+unit-test:
+	$(CARGO) test --locked --workspace --exclude cocoon-tests
+
+# Integration tests that boot real Linux guests.
+vm-test: build
+	CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER="$(CURDIR)/tests/machine/run --" \
+		$(CARGO) test --locked --release -p cocoon-tests --test vm -- --test-threads=1
+
+test: lint unit-test vm-test
+
+bench: build
+	$(MACHINE) python3 bench/boot.py --vmm $(VMM) --kernel $(BUILD)/vmlinux --initrd $(BUILD)/initramfs.img
+
+install: build
+	install -D -m 0755 $(VMM) $(PREFIX)/bin/cocoon-vmm
+	install -D -m 0644 $(BUILD)/vmlinux $(PREFIX)/share/cocoon/vmlinux
+	install -D -m 0644 $(BUILD)/initramfs.img $(PREFIX)/share/cocoon/initramfs.img
+
+clean:
+	$(CARGO) clean
+	rm -rf $(BUILD)
