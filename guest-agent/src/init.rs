@@ -8,21 +8,43 @@ use crate::{debug_port, log};
 
 fn mount(source: &str, target: &str, fstype: &str, flags: libc::c_ulong, data: &str) {
     let _ = std::fs::create_dir_all(target);
-    let (Ok(src), Ok(tgt), Ok(fs), Ok(dat)) = (CString::new(source), CString::new(target), CString::new(fstype), CString::new(data))
-    else {
+    let (Ok(src), Ok(tgt), Ok(fs), Ok(dat)) = (
+        CString::new(source),
+        CString::new(target),
+        CString::new(fstype),
+        CString::new(data),
+    ) else {
         return;
     };
     // SAFETY: all pointers are valid NUL-terminated strings that outlive the call.
-    let rc = unsafe { libc::mount(src.as_ptr(), tgt.as_ptr(), fs.as_ptr(), flags, dat.as_ptr().cast()) };
+    let rc = unsafe {
+        libc::mount(
+            src.as_ptr(),
+            tgt.as_ptr(),
+            fs.as_ptr(),
+            flags,
+            dat.as_ptr().cast(),
+        )
+    };
     if rc != 0 {
-        log(&format!("mount {fstype} on {target}: {}", std::io::Error::last_os_error()));
+        log(&format!(
+            "mount {fstype} on {target}: {}",
+            std::io::Error::last_os_error()
+        ));
     }
 }
 
 fn attach_console() {
-    let Ok(path) = CString::new("/dev/console") else { return };
+    let Ok(path) = CString::new("/dev/console") else {
+        return;
+    };
     // SAFETY: path is a valid C string; the fd is checked before use.
-    let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC) };
+    let fd = unsafe {
+        libc::open(
+            path.as_ptr(),
+            libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
+        )
+    };
     if fd < 0 {
         return;
     }
@@ -44,11 +66,41 @@ pub fn setup() {
     attach_console();
     mount("proc", "/proc", "proc", nodev_nosuid_noexec, "");
     mount("sysfs", "/sys", "sysfs", nodev_nosuid_noexec, "");
-    mount("devpts", "/dev/pts", "devpts", libc::MS_NOSUID | libc::MS_NOEXEC, "mode=0620,ptmxmode=0666");
-    mount("tmpfs", "/dev/shm", "tmpfs", libc::MS_NODEV | libc::MS_NOSUID, "mode=1777");
-    mount("tmpfs", "/run", "tmpfs", libc::MS_NODEV | libc::MS_NOSUID, "mode=0755");
-    mount("tmpfs", "/tmp", "tmpfs", libc::MS_NODEV | libc::MS_NOSUID, "mode=1777");
-    mount("cgroup2", "/sys/fs/cgroup", "cgroup2", nodev_nosuid_noexec, "");
+    mount(
+        "devpts",
+        "/dev/pts",
+        "devpts",
+        libc::MS_NOSUID | libc::MS_NOEXEC,
+        "mode=0620,ptmxmode=0666",
+    );
+    mount(
+        "tmpfs",
+        "/dev/shm",
+        "tmpfs",
+        libc::MS_NODEV | libc::MS_NOSUID,
+        "mode=1777",
+    );
+    mount(
+        "tmpfs",
+        "/run",
+        "tmpfs",
+        libc::MS_NODEV | libc::MS_NOSUID,
+        "mode=0755",
+    );
+    mount(
+        "tmpfs",
+        "/tmp",
+        "tmpfs",
+        libc::MS_NODEV | libc::MS_NOSUID,
+        "mode=1777",
+    );
+    mount(
+        "cgroup2",
+        "/sys/fs/cgroup",
+        "cgroup2",
+        nodev_nosuid_noexec,
+        "",
+    );
 }
 
 /// Reaps every child that exits, forever.
@@ -93,6 +145,9 @@ pub fn reboot() -> ! {
         libc::sync();
         libc::reboot(libc::RB_AUTOBOOT);
     }
-    log(&format!("reboot failed: {}", std::io::Error::last_os_error()));
+    log(&format!(
+        "reboot failed: {}",
+        std::io::Error::last_os_error()
+    ));
     reap_forever()
 }

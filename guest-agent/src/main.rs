@@ -5,6 +5,11 @@
 //! about the guest and powers off; `cocoon.mode=reboot` resets through the
 //! kernel; `cocoon.mode=panic` exits PID 1 (the kernel panics), for tests.
 
+// No Rust runtime start-up: std's `main` shim reopens closed stdio
+// descriptors on /dev/null and aborts when it cannot, and PID 1 starts with
+// no /dev/null and, without a console, no stdio at all.
+#![no_main]
+
 mod debug_port;
 mod init;
 mod summary;
@@ -40,7 +45,14 @@ fn log(msg: &str) {
     let _ = out.flush();
 }
 
-fn main() {
+/// The C entry point; see the note on `no_main` above.
+#[no_mangle]
+pub extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) -> libc::c_int {
+    agent_main();
+    0
+}
+
+fn agent_main() {
     if std::process::id() != 1 {
         eprintln!("cocoon-agent: must run as PID 1 inside a Cocoon VM");
         std::process::exit(1);
@@ -72,7 +84,10 @@ mod tests {
 
     #[test]
     fn mode_is_read_from_the_command_line() {
-        assert_eq!(mode_from_cmdline("quiet cocoon.mode=summary"), Mode::Summary);
+        assert_eq!(
+            mode_from_cmdline("quiet cocoon.mode=summary"),
+            Mode::Summary
+        );
         assert_eq!(mode_from_cmdline("cocoon.mode=panic\n"), Mode::Panic);
         assert_eq!(mode_from_cmdline("cocoon.mode=bogus"), Mode::Serve);
         assert_eq!(mode_from_cmdline(""), Mode::Serve);

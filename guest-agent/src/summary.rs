@@ -28,7 +28,10 @@ impl fmt::Display for Summary {
 
 /// Counts `processor` lines in /proc/cpuinfo.
 pub fn parse_cpus(cpuinfo: &str) -> usize {
-    cpuinfo.lines().filter(|l| l.starts_with("processor")).count()
+    cpuinfo
+        .lines()
+        .filter(|l| l.starts_with("processor"))
+        .count()
 }
 
 /// Sums the top-level "System RAM" ranges of /proc/iomem, in KiB.
@@ -73,12 +76,18 @@ mod tests {
     #[test]
     fn iomem_ram_is_summed() {
         let iomem = "00000000-00000fff : Reserved\n00001000-0009fbff : System RAM\n00100000-07feffff : System RAM\n  01000000-01ffffff : Kernel code\n";
-        assert_eq!(parse_ram_kib(iomem), (0x9fc00 - 0x1000) / 1024 + (0x7ff0000 - 0x100000) / 1024);
+        assert_eq!(
+            parse_ram_kib(iomem),
+            (0x9fc00 - 0x1000) / 1024 + (0x7ff0000 - 0x100000) / 1024
+        );
     }
 
     #[test]
     fn meminfo_and_cpuinfo() {
-        assert_eq!(parse_mem_total_kib("MemTotal:         118092 kB\nMemFree: 1 kB\n"), 118092);
+        assert_eq!(
+            parse_mem_total_kib("MemTotal:         118092 kB\nMemFree: 1 kB\n"),
+            118092
+        );
         assert_eq!(parse_mem_total_kib("garbage"), 0);
         assert_eq!(parse_cpus("processor\t: 0\nvendor\nprocessor\t: 1\n"), 2);
     }

@@ -12,12 +12,21 @@ use std::time::{Duration, Instant};
 
 /// The repository root.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
 }
 
 fn artefact(var: &str, rel: &str) -> PathBuf {
-    let p = std::env::var_os(var).map(PathBuf::from).unwrap_or_else(|| repo_root().join(rel));
-    assert!(p.exists(), "{} not found (set {var} or run `make build`)", p.display());
+    let p = std::env::var_os(var)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join(rel));
+    assert!(
+        p.exists(),
+        "{} not found (set {var} or run `make build`)",
+        p.display()
+    );
     p
 }
 
@@ -41,19 +50,35 @@ pub fn debian_bzimage() -> PathBuf {
     let mut found: Vec<PathBuf> = std::fs::read_dir("/boot")
         .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
         .unwrap_or_default();
-    found.retain(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("vmlinuz-") && n.ends_with("-amd64")));
+    found.retain(|p| {
+        p.file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("vmlinuz-") && n.ends_with("-amd64"))
+    });
     found.sort();
-    found.pop().expect("no /boot/vmlinuz-*-amd64: install Debian's linux-image-amd64 (scripts/deps.sh)")
+    found
+        .pop()
+        .expect("no /boot/vmlinuz-*-amd64: install Debian's linux-image-amd64 (scripts/deps.sh)")
 }
 
 /// Fails (never skips) unless this machine's KVM can boot a Linux guest:
 /// /dev/kvm usable and the CPU has VMX or SVM (true on hardware hosts and
 /// inside the test machine; false on kvm_pvm hosts).
 pub fn require_linux_kvm() {
-    let usable = std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").is_ok();
-    assert!(usable, "/dev/kvm is missing or not accessible: VM tests need KVM (run them with `make vm-test`)");
+    let usable = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_ok();
+    assert!(
+        usable,
+        "/dev/kvm is missing or not accessible: VM tests need KVM (run them with `make vm-test`)"
+    );
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let hw = cpuinfo.lines().filter(|l| l.starts_with("flags")).any(|l| l.split_whitespace().any(|f| f == "vmx" || f == "svm"));
+    let hw = cpuinfo
+        .lines()
+        .filter(|l| l.starts_with("flags"))
+        .any(|l| l.split_whitespace().any(|f| f == "vmx" || f == "svm"));
     assert!(
         hw,
         "this CPU has no VMX/SVM, so its KVM cannot boot Linux guests: run the VM tests through tests/machine/run (`make vm-test`)"
@@ -74,13 +99,20 @@ pub struct VmmRun {
 impl VmmRun {
     /// The agent's summary line fields, e.g. `cpus`, `ram_kib`, `kernel`.
     pub fn summary(&self, key: &str) -> Option<String> {
-        let line = self.stdout.lines().find_map(|l| l.split_once("cocoon-agent: summary ").map(|(_, rest)| rest.to_string()))?;
-        line.split_whitespace().find_map(|kv| kv.strip_prefix(&format!("{key}=")).map(str::to_string))
+        let line = self.stdout.lines().find_map(|l| {
+            l.split_once("cocoon-agent: summary ")
+                .map(|(_, rest)| rest.to_string())
+        })?;
+        line.split_whitespace()
+            .find_map(|kv| kv.strip_prefix(&format!("{key}=")).map(str::to_string))
     }
 
     /// Everything, for assertion messages.
     pub fn dump(&self) -> String {
-        format!("status: {}\n--- stdout\n{}\n--- stderr\n{}", self.status, self.stdout, self.stderr)
+        format!(
+            "status: {}\n--- stdout\n{}\n--- stderr\n{}",
+            self.status, self.stdout, self.stderr
+        )
     }
 }
 
@@ -119,7 +151,11 @@ pub fn run_vmm(args: &[&str], deadline: Duration) -> VmmRun {
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    VmmRun { status, stdout: out_t.join().unwrap_or_default(), stderr: err_t.join().unwrap_or_default() }
+    VmmRun {
+        status,
+        stdout: out_t.join().unwrap_or_default(),
+        stderr: err_t.join().unwrap_or_default(),
+    }
 }
 
 /// Boot deadline generous enough for the nested test machine.

@@ -44,7 +44,11 @@ fn boot_once() {
     .validate()
     .unwrap();
     let out = Capture::default();
-    let opts = RunOptions { start: Instant::now(), console: Some(Box::new(out.clone())), events: None };
+    let opts = RunOptions {
+        start: Instant::now(),
+        console: Some(Box::new(out.clone())),
+        events: None,
+    };
     let report = cocoon_vmm::run(&config, opts).expect("boot");
     let text = String::from_utf8_lossy(&out.0.lock().unwrap()).to_string();
     assert_eq!(report.exit, GuestExit::PowerOff, "{text}");
@@ -61,7 +65,13 @@ fn ten_boots_in_a_row_leak_no_threads_fds_or_memory() {
         boot_once();
     }
     let (threads2, fds2, rss2) = (status_field("Threads:"), open_fds(), status_field("VmRSS:"));
-    assert_eq!(threads2, threads, "threads before {threads}, after {threads2}");
+    assert_eq!(
+        threads2, threads,
+        "threads before {threads}, after {threads2}"
+    );
     assert_eq!(fds2, fds, "open fds before {fds}, after {fds2}");
-    assert!(rss2 < rss + 8 * 1024, "RSS grew from {rss} KiB to {rss2} KiB over 10 boots");
+    assert!(
+        rss2 < rss + 8 * 1024,
+        "RSS grew from {rss} KiB to {rss2} KiB over 10 boots"
+    );
 }

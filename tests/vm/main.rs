@@ -1,5 +1,7 @@
 //! Integration tests that boot Cocoon's real guest kernel (and Debian's
 //! stock kernel) to the agent under KVM. Run with `make vm-test`.
 
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
 mod boot;
 mod lifecycle;

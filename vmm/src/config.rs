@@ -129,14 +129,20 @@ mod tests {
 
     #[test]
     fn defaults_apply() {
-        let c = VmConfigFile::from_json(r#"{"kernel": "/k"}"#).unwrap().validate().unwrap();
+        let c = VmConfigFile::from_json(r#"{"kernel": "/k"}"#)
+            .unwrap()
+            .validate()
+            .unwrap();
         assert_eq!((c.vcpus, c.memory_mib, c.console), (1, 128, false));
     }
 
     #[test]
     fn flags_override_file() {
         let file = VmConfigFile::from_json(r#"{"kernel": "/k", "vcpus": 2}"#).unwrap();
-        let flags = VmConfigFile { vcpus: Some(4), ..Default::default() };
+        let flags = VmConfigFile {
+            vcpus: Some(4),
+            ..Default::default()
+        };
         let c = file.merge(flags).validate().unwrap();
         assert_eq!(c.vcpus, 4);
         assert_eq!(c.kernel, PathBuf::from("/k"));
@@ -144,14 +150,45 @@ mod tests {
 
     #[test]
     fn out_of_range_values_are_rejected() {
-        let base = || VmConfigFile { kernel: Some("/k".into()), ..Default::default() };
-        assert_eq!(VmConfigFile { vcpus: Some(0), ..base() }.validate(), Err(ConfigError::Vcpus(0)));
-        assert_eq!(VmConfigFile { vcpus: Some(255), ..base() }.validate(), Err(ConfigError::Vcpus(255)));
-        assert_eq!(VmConfigFile { memory_mib: Some(1), ..base() }.validate(), Err(ConfigError::Memory(1)));
+        let base = || VmConfigFile {
+            kernel: Some("/k".into()),
+            ..Default::default()
+        };
         assert_eq!(
-            VmConfigFile { cmdline: Some("a\u{0}b".into()), ..base() }.validate(),
+            VmConfigFile {
+                vcpus: Some(0),
+                ..base()
+            }
+            .validate(),
+            Err(ConfigError::Vcpus(0))
+        );
+        assert_eq!(
+            VmConfigFile {
+                vcpus: Some(255),
+                ..base()
+            }
+            .validate(),
+            Err(ConfigError::Vcpus(255))
+        );
+        assert_eq!(
+            VmConfigFile {
+                memory_mib: Some(1),
+                ..base()
+            }
+            .validate(),
+            Err(ConfigError::Memory(1))
+        );
+        assert_eq!(
+            VmConfigFile {
+                cmdline: Some("a\u{0}b".into()),
+                ..base()
+            }
+            .validate(),
             Err(ConfigError::CmdlineChars)
         );
-        assert_eq!(VmConfigFile::default().validate(), Err(ConfigError::NoKernel));
+        assert_eq!(
+            VmConfigFile::default().validate(),
+            Err(ConfigError::NoKernel)
+        );
     }
 }

@@ -22,7 +22,13 @@ pub fn parse_panic(record: &[u8]) -> Option<String> {
             .iter()
             .take_while(|&&b| b != b'\n' && b != 0)
             .take(MAX_REASON)
-            .map(|&b| if (0x20..0x7f).contains(&b) { b as char } else { '?' })
+            .map(|&b| {
+                if (0x20..0x7f).contains(&b) {
+                    b as char
+                } else {
+                    '?'
+                }
+            })
             .collect();
         return Some(line.trim().to_string());
     }
@@ -43,7 +49,10 @@ mod tests {
     #[test]
     fn reason_is_extracted_and_sanitised() {
         let rec = b"\0\0DBGC====1.2-D\nPanic#1 Part1\n<0>[ 1.0] Kernel panic - not syncing: Attempted to kill init! exitcode=0x00000100\x1b\n<4>[ 1.1] CPU: 0\n";
-        assert_eq!(parse_panic(rec).as_deref(), Some("Attempted to kill init! exitcode=0x00000100?"));
+        assert_eq!(
+            parse_panic(rec).as_deref(),
+            Some("Attempted to kill init! exitcode=0x00000100?")
+        );
     }
 
     #[test]
@@ -54,7 +63,10 @@ mod tests {
 
     #[test]
     fn dump_without_reason_still_counts() {
-        assert_eq!(parse_panic(b"Panic#1 Part1\n").as_deref(), Some("no reason recorded"));
+        assert_eq!(
+            parse_panic(b"Panic#1 Part1\n").as_deref(),
+            Some("no reason recorded")
+        );
     }
 
     #[test]

@@ -120,11 +120,18 @@ fn mib_ceil(bytes: u64) -> u64 {
 
 /// Highest physical address the ELF's loadable segments reach.
 fn elf_extent(file: &mut File, path: &str) -> Result<u64, LoadError> {
-    let bad = |why: &str| LoadError::BadElf { path: path.to_string(), why: why.to_string() };
-    let io = |err| LoadError::KernelRead { path: path.to_string(), err };
+    let bad = |why: &str| LoadError::BadElf {
+        path: path.to_string(),
+        why: why.to_string(),
+    };
+    let io = |err| LoadError::KernelRead {
+        path: path.to_string(),
+        err,
+    };
     let mut ehdr = Elf64_Ehdr::default();
     file.seek(SeekFrom::Start(0)).map_err(io)?;
-    file.read_exact(ehdr.as_mut_slice()).map_err(|_| bad("truncated ELF header"))?;
+    file.read_exact(ehdr.as_mut_slice())
+        .map_err(|_| bad("truncated ELF header"))?;
     if ehdr.e_phnum == 0 || ehdr.e_phnum > 64 {
         return Err(bad("implausible program header count"));
     }
@@ -135,9 +142,13 @@ fn elf_extent(file: &mut File, path: &str) -> Result<u64, LoadError> {
     let mut end = 0u64;
     for _ in 0..ehdr.e_phnum {
         let mut ph = Elf64_Phdr::default();
-        file.read_exact(ph.as_mut_slice()).map_err(|_| bad("truncated program headers"))?;
+        file.read_exact(ph.as_mut_slice())
+            .map_err(|_| bad("truncated program headers"))?;
         if ph.p_type == PT_LOAD {
-            let seg_end = ph.p_paddr.checked_add(ph.p_memsz).ok_or_else(|| bad("segment address overflows"))?;
+            let seg_end = ph
+                .p_paddr
+                .checked_add(ph.p_memsz)
+                .ok_or_else(|| bad("segment address overflows"))?;
             end = end.max(seg_end);
         }
     }
@@ -148,45 +159,78 @@ fn elf_extent(file: &mut File, path: &str) -> Result<u64, LoadError> {
 }
 
 /// Loads the kernel at `path` into `mem`.
-pub fn load_kernel(mem: &GuestMemoryMmap, layout: &MemoryLayout, path: &Path) -> Result<LoadedKernel, LoadError> {
+pub fn load_kernel(
+    mem: &GuestMemoryMmap,
+    layout: &MemoryLayout,
+    path: &Path,
+) -> Result<LoadedKernel, LoadError> {
     let name = path.display().to_string();
-    let io = |err| LoadError::KernelRead { path: name.clone(), err };
+    let io = |err| LoadError::KernelRead {
+        path: name.clone(),
+        err,
+    };
     let mut file = File::open(path).map_err(io)?;
     let mut head = [0u8; 0x210];
     let n = read_up_to(&mut file, &mut head).map_err(io)?;
     let format = detect_format(&head[..n]).ok_or_else(|| LoadError::NotAKernel(name.clone()))?;
-    let too_small = |need: u64| LoadError::MemoryTooSmall { have_mib: layout.mem_size >> 20, need_mib: mib_ceil(need) };
+    let too_small = |need: u64| LoadError::MemoryTooSmall {
+        have_mib: layout.mem_size >> 20,
+        need_mib: mib_ceil(need),
+    };
     let loaded = match format {
         KernelFormat::Elf => {
             let extent = elf_extent(&mut file, &name)?;
             if extent.saturating_add(MIN_FREE_AFTER_KERNEL) > layout.initrd_limit() {
-                return Err(too_small(extent.saturating_add(MIN_FREE_AFTER_KERNEL + (layout.mem_size - layout.initrd_limit()))));
+                return Err(too_small(extent.saturating_add(
+                    MIN_FREE_AFTER_KERNEL + (layout.mem_size - layout.initrd_limit()),
+                )));
             }
-            let r = Elf::load(mem, None, &mut file, Some(GuestAddress(HIMEM_START)))
-                .map_err(|err| LoadError::Load { path: name.clone(), err })?;
+            let r = Elf::load(mem, None, &mut file, Some(GuestAddress(HIMEM_START))).map_err(
+                |err| LoadError::Load {
+                    path: name.clone(),
+                    err,
+                },
+            )?;
             let entry = match r.pvh_boot_cap {
                 PvhBootCapability::PvhEntryPresent(addr) => BootEntry::Pvh { entry: addr.0 },
-                _ => BootEntry::Linux64 { entry: r.kernel_load.0 },
+                _ => BootEntry::Linux64 {
+                    entry: r.kernel_load.0,
+                },
             };
-            LoadedKernel { format, entry, end: r.kernel_end.max(extent), setup_header: None }
+            LoadedKernel {
+                format,
+                entry,
+                end: r.kernel_end.max(extent),
+                setup_header: None,
+            }
         }
         KernelFormat::BzImage => {
             let size = file.metadata().map_err(io)?.len();
             if size.saturating_add(HIMEM_START + MIN_FREE_AFTER_KERNEL) > layout.initrd_limit() {
-                return Err(too_small(size.saturating_add(HIMEM_START + MIN_FREE_AFTER_KERNEL)));
+                return Err(too_small(
+                    size.saturating_add(HIMEM_START + MIN_FREE_AFTER_KERNEL),
+                ));
             }
-            let r = BzImage::load(mem, None, &mut file, Some(GuestAddress(HIMEM_START)))
-                .map_err(|err| LoadError::Load { path: name.clone(), err })?;
+            let r = BzImage::load(mem, None, &mut file, Some(GuestAddress(HIMEM_START))).map_err(
+                |err| LoadError::Load {
+                    path: name.clone(),
+                    err,
+                },
+            )?;
             let hdr = r.setup_header;
             // The decompressor needs init_size bytes from the load address.
             let init_size = hdr.map(|h| u64::from(h.init_size)).unwrap_or(0);
             let end = r.kernel_end.max(r.kernel_load.0.saturating_add(init_size));
             if end.saturating_add(MIN_FREE_AFTER_KERNEL) > layout.initrd_limit() {
-                return Err(too_small(end.saturating_add(MIN_FREE_AFTER_KERNEL + (layout.mem_size - layout.initrd_limit()))));
+                return Err(too_small(end.saturating_add(
+                    MIN_FREE_AFTER_KERNEL + (layout.mem_size - layout.initrd_limit()),
+                )));
             }
             LoadedKernel {
                 format,
-                entry: BootEntry::Linux64 { entry: r.kernel_load.0 + BZIMAGE_64BIT_ENTRY_OFFSET },
+                entry: BootEntry::Linux64 {
+                    entry: r.kernel_load.0 + BZIMAGE_64BIT_ENTRY_OFFSET,
+                },
                 end,
                 setup_header: hdr,
             }
@@ -218,10 +262,18 @@ pub fn place_initrd(
     if let Some(max) = addr_max {
         limit = limit.min(max.saturating_add(1));
     }
-    let floor = kernel_end.saturating_add(MIN_FREE_AFTER_KERNEL).saturating_add(PAGE - 1) / PAGE * PAGE;
+    let floor = kernel_end
+        .saturating_add(MIN_FREE_AFTER_KERNEL)
+        .saturating_add(PAGE - 1)
+        / PAGE
+        * PAGE;
     let too_small = || LoadError::MemoryTooSmall {
         have_mib: layout.mem_size >> 20,
-        need_mib: mib_ceil(floor.saturating_add(size).saturating_add(layout.mem_size - layout.initrd_limit())),
+        need_mib: mib_ceil(
+            floor
+                .saturating_add(size)
+                .saturating_add(layout.mem_size - layout.initrd_limit()),
+        ),
     };
     let addr = limit.checked_sub(size).ok_or_else(too_small)? / PAGE * PAGE;
     if addr < floor {
@@ -231,19 +283,33 @@ pub fn place_initrd(
 }
 
 /// Copies the initramfs file into guest memory at `at`.
-pub fn load_initrd(mem: &GuestMemoryMmap, file: &mut File, path: &Path, at: InitrdPlacement) -> Result<(), LoadError> {
+pub fn load_initrd(
+    mem: &GuestMemoryMmap,
+    file: &mut File,
+    path: &Path,
+    at: InitrdPlacement,
+) -> Result<(), LoadError> {
     use vm_memory::Bytes;
     let name = path.display().to_string();
-    file.seek(SeekFrom::Start(0)).map_err(|err| LoadError::InitrdRead { path: name.clone(), err })?;
-    mem.read_exact_volatile_from(GuestAddress(at.addr), file, at.size as usize).map_err(|e| {
-        LoadError::InitrdRead { path: name, err: std::io::Error::other(e.to_string()) }
-    })?;
+    file.seek(SeekFrom::Start(0))
+        .map_err(|err| LoadError::InitrdRead {
+            path: name.clone(),
+            err,
+        })?;
+    mem.read_exact_volatile_from(GuestAddress(at.addr), file, at.size as usize)
+        .map_err(|e| LoadError::InitrdRead {
+            path: name,
+            err: std::io::Error::other(e.to_string()),
+        })?;
     Ok(())
 }
 
 /// Opens the initramfs and returns it with its size.
 pub fn open_initrd(path: &Path) -> Result<(File, u64), LoadError> {
-    let err = |err| LoadError::InitrdRead { path: path.display().to_string(), err };
+    let err = |err| LoadError::InitrdRead {
+        path: path.display().to_string(),
+        err,
+    };
     let file = File::open(path).map_err(err)?;
     let size = file.metadata().map_err(err)?.len();
     if size == 0 {
@@ -277,7 +343,10 @@ pub fn build_cmdline(console: bool, ramoops: (u64, u64), user: &str) -> Result<S
     }
     let line = parts.join(" ");
     if line.len() >= MAX_CMDLINE_LEN {
-        return Err(LoadError::CmdlineTooLong { len: line.len(), max: MAX_CMDLINE_LEN - 1 });
+        return Err(LoadError::CmdlineTooLong {
+            len: line.len(),
+            max: MAX_CMDLINE_LEN - 1,
+        });
     }
     Ok(line)
 }
@@ -309,7 +378,16 @@ mod tests {
     fn initrd_that_does_not_fit_is_refused() {
         let l = MemoryLayout::new(32 << 20);
         let e = place_initrd(&l, 20 << 20, 16 << 20, None).unwrap_err();
-        assert!(matches!(e, LoadError::MemoryTooSmall { have_mib: 32, need_mib: 41 }), "{e}");
+        assert!(
+            matches!(
+                e,
+                LoadError::MemoryTooSmall {
+                    have_mib: 32,
+                    need_mib: 41
+                }
+            ),
+            "{e}"
+        );
         assert!(place_initrd(&l, 20 << 20, u64::MAX, None).is_err());
     }
 
@@ -326,12 +404,17 @@ mod tests {
         assert!(c.contains("8250.nr_uarts=0"));
         assert!(c.contains("ramoops.mem_address=0x7ff0000"));
         assert!(c.ends_with("quiet cocoon.mode=summary"));
-        assert!(build_cmdline(true, (0, 0), "").unwrap().contains("console=ttyS0"));
+        assert!(build_cmdline(true, (0, 0), "")
+            .unwrap()
+            .contains("console=ttyS0"));
     }
 
     #[test]
     fn long_cmdline_is_refused() {
         let e = build_cmdline(false, (0, 0), &"x".repeat(2000)).unwrap_err();
-        assert!(matches!(e, LoadError::CmdlineTooLong { max: 2047, .. }), "{e}");
+        assert!(
+            matches!(e, LoadError::CmdlineTooLong { max: 2047, .. }),
+            "{e}"
+        );
     }
 }

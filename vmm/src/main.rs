@@ -11,7 +11,11 @@ use cocoon_vmm::vcpu::VmEvent;
 use cocoon_vmm::{GuestExit, RunOptions, VmConfigFile, EXIT_ERROR, EXIT_GUEST_PANIC, EXIT_OK};
 
 #[derive(Parser, Debug)]
-#[command(name = "cocoon-vmm", version, about = "Cocoon micro-VMM: boots one micro-VM")]
+#[command(
+    name = "cocoon-vmm",
+    version,
+    about = "Cocoon micro-VMM: boots one micro-VM"
+)]
 struct Args {
     /// JSON configuration file; flags given as well override its fields.
     #[arg(long, value_name = "FILE.json")]
@@ -49,8 +53,11 @@ fn main() {
     let args = Args::parse();
     let file = match &args.config {
         Some(path) => {
-            let text = std::fs::read_to_string(path).unwrap_or_else(|e| fail(format_args!("cannot read config {}: {e}", path.display())));
-            VmConfigFile::from_json(&text).unwrap_or_else(|e| fail(format_args!("{}: {e}", path.display())))
+            let text = std::fs::read_to_string(path).unwrap_or_else(|e| {
+                fail(format_args!("cannot read config {}: {e}", path.display()))
+            });
+            VmConfigFile::from_json(&text)
+                .unwrap_or_else(|e| fail(format_args!("{}: {e}", path.display())))
         }
         None => VmConfigFile::default(),
     };
@@ -66,17 +73,38 @@ fn main() {
 
     let stats = args.stats;
     let events = Arc::new(move |ev: VmEvent| match ev {
-        VmEvent::FirstEntry(t) if stats => eprintln!("cocoon-vmm: first-entry ms={:.1}", t.as_secs_f64() * 1e3),
-        VmEvent::InitStarted(t) if stats => eprintln!("cocoon-vmm: init-started ms={:.1}", t.as_secs_f64() * 1e3),
+        VmEvent::FirstEntry(t) if stats => {
+            eprintln!("cocoon-vmm: first-entry ms={:.1}", t.as_secs_f64() * 1e3)
+        }
+        VmEvent::InitStarted(t) if stats => {
+            eprintln!("cocoon-vmm: init-started ms={:.1}", t.as_secs_f64() * 1e3)
+        }
         VmEvent::FirstEntry(_) | VmEvent::InitStarted(_) => {}
-        VmEvent::BootComplete(t) => eprintln!("cocoon-vmm: boot-complete ms={:.1}", t.as_secs_f64() * 1e3),
+        VmEvent::BootComplete(t) => {
+            eprintln!("cocoon-vmm: boot-complete ms={:.1}", t.as_secs_f64() * 1e3)
+        }
     });
-    let opts = RunOptions { start, console: None, events: Some(events) };
+    let opts = RunOptions {
+        start,
+        console: None,
+        events: Some(events),
+    };
     let report = cocoon_vmm::run(&config, opts).unwrap_or_else(|e| fail(e));
     if args.stats {
-        let ms = |d: Option<std::time::Duration>| d.map(|d| format!("{:.1}", d.as_secs_f64() * 1e3)).unwrap_or_else(|| "-".into());
-        let pio: Vec<String> = report.pio_exits.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        let steps: Vec<String> = report.setup_steps.iter().map(|(k, d)| format!("{k}={:.1}", d.as_secs_f64() * 1e3)).collect();
+        let ms = |d: Option<std::time::Duration>| {
+            d.map(|d| format!("{:.1}", d.as_secs_f64() * 1e3))
+                .unwrap_or_else(|| "-".into())
+        };
+        let pio: Vec<String> = report
+            .pio_exits
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        let steps: Vec<String> = report
+            .setup_steps
+            .iter()
+            .map(|(k, d)| format!("{k}={:.1}", d.as_secs_f64() * 1e3))
+            .collect();
         eprintln!("cocoon-vmm: setup_ms {}", steps.join(" "));
         eprintln!(
             "cocoon-vmm: stats first_entry_ms={} init_started_ms={} boot_complete_ms={} pio_exits {}",

@@ -155,7 +155,11 @@ pub fn configure(
 ) -> Result<(), VcpuError> {
     let mut c = base_cpuid.clone();
     cpuid::normalize(c.as_mut_slice(), id, count);
-    vcpu.set_cpuid2(&c).map_err(|err| VcpuError::Kvm { id, what: "KVM_SET_CPUID2", err })?;
+    vcpu.set_cpuid2(&c).map_err(|err| VcpuError::Kvm {
+        id,
+        what: "KVM_SET_CPUID2",
+        err,
+    })?;
     msr::setup_msrs(vcpu, msr_list).map_err(|e| VcpuError::Msrs(id, e))?;
     regs::setup_fpu(vcpu).map_err(|e| VcpuError::Regs(id, e))?;
     regs::setup_lapic(vcpu).map_err(|e| VcpuError::Regs(id, e))?;
@@ -188,7 +192,10 @@ pub fn run(mut vcpu: VcpuFd, id: u32, shared: Arc<Shared>) {
                 data.fill(0xff);
                 None
             }
-            Ok(VcpuExit::MmioWrite(..)) | Ok(VcpuExit::Hlt) | Ok(VcpuExit::IrqWindowOpen) | Ok(VcpuExit::Intr) => None,
+            Ok(VcpuExit::MmioWrite(..))
+            | Ok(VcpuExit::Hlt)
+            | Ok(VcpuExit::IrqWindowOpen)
+            | Ok(VcpuExit::Intr) => None,
             Ok(VcpuExit::Shutdown) => Some(StopReason::TripleFault),
             Ok(VcpuExit::SystemEvent(kind, _)) => Some(match kind {
                 KVM_SYSTEM_EVENT_SHUTDOWN => StopReason::PowerOff,
@@ -196,11 +203,15 @@ pub fn run(mut vcpu: VcpuFd, id: u32, shared: Arc<Shared>) {
                 KVM_SYSTEM_EVENT_CRASH => StopReason::Crash,
                 other => StopReason::Error(format!("vCPU {id}: unknown system event {other}")),
             }),
-            Ok(VcpuExit::FailEntry(reason, cpu)) => {
-                Some(StopReason::Error(format!("vCPU {id}: KVM entry failed, hardware reason {reason:#x} on cpu {cpu}")))
+            Ok(VcpuExit::FailEntry(reason, cpu)) => Some(StopReason::Error(format!(
+                "vCPU {id}: KVM entry failed, hardware reason {reason:#x} on cpu {cpu}"
+            ))),
+            Ok(VcpuExit::InternalError) => {
+                Some(StopReason::Error(format!("vCPU {id}: KVM internal error")))
             }
-            Ok(VcpuExit::InternalError) => Some(StopReason::Error(format!("vCPU {id}: KVM internal error"))),
-            Ok(other) => Some(StopReason::Error(format!("vCPU {id}: unexpected exit {other:?}"))),
+            Ok(other) => Some(StopReason::Error(format!(
+                "vCPU {id}: unexpected exit {other:?}"
+            ))),
             Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
                 vcpu.set_kvm_immediate_exit(0);
                 None

@@ -8,7 +8,9 @@ use std::sync::{Arc, Once};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use kvm_bindings::{kvm_pit_config, kvm_userspace_memory_region, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY};
+use kvm_bindings::{
+    kvm_pit_config, kvm_userspace_memory_region, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY,
+};
 use kvm_ioctls::{Cap, Kvm, VmFd};
 use linux_loader::loader::load_cmdline;
 use linux_loader::loader::Cmdline;
@@ -131,7 +133,9 @@ fn open_kvm() -> Result<Kvm, VmError> {
 
 fn register_memory(vm: &VmFd, mem: &GuestMemoryMmap) -> Result<(), VmError> {
     for (slot, region) in mem.iter().enumerate() {
-        let host = mem.get_host_address(region.start_addr()).map_err(|e| VmError::Memory(e.to_string()))?;
+        let host = mem
+            .get_host_address(region.start_addr())
+            .map_err(|e| VmError::Memory(e.to_string()))?;
         let desc = kvm_userspace_memory_region {
             slot: slot as u32,
             flags: 0,
@@ -142,7 +146,8 @@ fn register_memory(vm: &VmFd, mem: &GuestMemoryMmap) -> Result<(), VmError> {
         // SAFETY: `host..host+len` is a live mapping owned by `mem`, which
         // the caller keeps alive for as long as the VM fd exists (the VM is
         // dropped before the memory in `run`).
-        unsafe { vm.set_user_memory_region(desc) }.map_err(|e| VmError::Kvm("KVM_SET_USER_MEMORY_REGION", e))?;
+        unsafe { vm.set_user_memory_region(desc) }
+            .map_err(|e| VmError::Kvm("KVM_SET_USER_MEMORY_REGION", e))?;
     }
     Ok(())
 }
@@ -172,7 +177,12 @@ fn install_kick_handler() -> Result<(), VmError> {
     let mut result = Ok(());
     ONCE.call_once(|| {
         result = vmm_sys_util::signal::register_signal_handler(kick_signal(), kick_handler)
-            .map_err(|e| VmError::Os("installing the vCPU kick signal handler", std::io::Error::from_raw_os_error(e.errno())));
+            .map_err(|e| {
+                VmError::Os(
+                    "installing the vCPU kick signal handler",
+                    std::io::Error::from_raw_os_error(e.errno()),
+                )
+            });
     });
     result
 }
@@ -185,20 +195,30 @@ pub fn run(config: &VmConfig, opts: RunOptions) -> Result<RunReport, VmError> {
     let mut steps: Vec<(&'static str, Duration)> = Vec::with_capacity(8);
     let mut step = |name: &'static str| steps.push((name, start.elapsed()));
     // Bad input first, before any KVM state exists.
-    let initrd = config.initrd.as_deref().map(loader::open_initrd).transpose()?;
-    std::fs::File::open(&config.kernel)
-        .map_err(|err| LoadError::KernelRead { path: config.kernel.display().to_string(), err })?;
+    let initrd = config
+        .initrd
+        .as_deref()
+        .map(loader::open_initrd)
+        .transpose()?;
+    std::fs::File::open(&config.kernel).map_err(|err| LoadError::KernelRead {
+        path: config.kernel.display().to_string(),
+        err,
+    })?;
 
     let kvm = open_kvm()?;
     let max = kvm.get_max_vcpus().min(u32::MAX as usize) as u32;
     if config.vcpus > max {
-        return Err(VmError::TooManyVcpus { asked: config.vcpus, max });
+        return Err(VmError::TooManyVcpus {
+            asked: config.vcpus,
+            max,
+        });
     }
     install_kick_handler()?;
     step("kvm_open");
 
     let layout = MemoryLayout::new(config.memory_mib << 20);
-    let mem = GuestMemoryMmap::<()>::from_ranges(&layout.ram_regions()).map_err(|e| VmError::Memory(e.to_string()))?;
+    let mem = GuestMemoryMmap::<()>::from_ranges(&layout.ram_regions())
+        .map_err(|e| VmError::Memory(e.to_string()))?;
 
     advise_huge_pages(&mem);
     step("memory_mapped");
@@ -206,55 +226,102 @@ pub fn run(config: &VmConfig, opts: RunOptions) -> Result<RunReport, VmError> {
     step("kernel_loaded");
     let initrd_at = match initrd {
         Some((mut file, size)) => {
-            let addr_max = kernel.setup_header.map(|h| u64::from(h.initrd_addr_max)).filter(|&m| m != 0);
+            let addr_max = kernel
+                .setup_header
+                .map(|h| u64::from(h.initrd_addr_max))
+                .filter(|&m| m != 0);
             let at = loader::place_initrd(&layout, kernel.end, size, addr_max)?;
-            loader::load_initrd(&mem, &mut file, config.initrd.as_deref().unwrap_or(std::path::Path::new("")), at)?;
+            loader::load_initrd(
+                &mem,
+                &mut file,
+                config.initrd.as_deref().unwrap_or(std::path::Path::new("")),
+                at,
+            )?;
             Some(at)
         }
         None => None,
     };
     let cmdline_text = loader::build_cmdline(config.console, layout.ramoops(), &config.cmdline)?;
-    let mut cmdline = Cmdline::new(MAX_CMDLINE_LEN).map_err(|_| LoadError::CmdlineTooLong { len: 0, max: MAX_CMDLINE_LEN - 1 })?;
+    let mut cmdline = Cmdline::new(MAX_CMDLINE_LEN).map_err(|_| LoadError::CmdlineTooLong {
+        len: 0,
+        max: MAX_CMDLINE_LEN - 1,
+    })?;
     cmdline
         .insert_str(&cmdline_text)
-        .map_err(|_| LoadError::CmdlineTooLong { len: cmdline_text.len(), max: MAX_CMDLINE_LEN - 1 })?;
-    load_cmdline(&mem, GuestAddress(CMDLINE_ADDR), &cmdline)
-        .map_err(|_| LoadError::CmdlineTooLong { len: cmdline_text.len(), max: MAX_CMDLINE_LEN - 1 })?;
+        .map_err(|_| LoadError::CmdlineTooLong {
+            len: cmdline_text.len(),
+            max: MAX_CMDLINE_LEN - 1,
+        })?;
+    load_cmdline(&mem, GuestAddress(CMDLINE_ADDR), &cmdline).map_err(|_| {
+        LoadError::CmdlineTooLong {
+            len: cmdline_text.len(),
+            max: MAX_CMDLINE_LEN - 1,
+        }
+    })?;
     write_boot_params(&mem, &layout, &kernel, cmdline_text.len(), initrd_at)?;
     let table = mptable::build(MPTABLE_ADDR as u32, config.vcpus as u8);
-    mem.write_slice(&table, GuestAddress(MPTABLE_ADDR)).map_err(LoadError::Memory)?;
+    mem.write_slice(&table, GuestAddress(MPTABLE_ADDR))
+        .map_err(LoadError::Memory)?;
     regs::write_boot_tables(&mem, kernel.entry)?;
     step("boot_params_written");
 
-    let vm = kvm.create_vm().map_err(|e| VmError::Kvm("KVM_CREATE_VM", e))?;
-    vm.set_tss_address(KVM_TSS_ADDR).map_err(|e| VmError::Kvm("KVM_SET_TSS_ADDR", e))?;
-    vm.create_irq_chip().map_err(|e| VmError::Kvm("KVM_CREATE_IRQCHIP", e))?;
-    let pit = kvm_pit_config { flags: KVM_PIT_SPEAKER_DUMMY, ..Default::default() };
-    vm.create_pit2(pit).map_err(|e| VmError::Kvm("KVM_CREATE_PIT2", e))?;
+    let vm = kvm
+        .create_vm()
+        .map_err(|e| VmError::Kvm("KVM_CREATE_VM", e))?;
+    vm.set_tss_address(KVM_TSS_ADDR)
+        .map_err(|e| VmError::Kvm("KVM_SET_TSS_ADDR", e))?;
+    vm.create_irq_chip()
+        .map_err(|e| VmError::Kvm("KVM_CREATE_IRQCHIP", e))?;
+    let pit = kvm_pit_config {
+        flags: KVM_PIT_SPEAKER_DUMMY,
+        ..Default::default()
+    };
+    vm.create_pit2(pit)
+        .map_err(|e| VmError::Kvm("KVM_CREATE_PIT2", e))?;
     register_memory(&vm, &mem)?;
     step("vm_created");
 
     let console = match (config.console, opts.console) {
         (true, Some(out)) => {
-            let irq = EventFd::new(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC).map_err(|e| VmError::Os("eventfd", e))?;
-            vm.register_irqfd(&irq, COM1_IRQ).map_err(|e| VmError::Kvm("KVM_IRQFD", e))?;
+            let irq = EventFd::new(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC)
+                .map_err(|e| VmError::Os("eventfd", e))?;
+            vm.register_irqfd(&irq, COM1_IRQ)
+                .map_err(|e| VmError::Kvm("KVM_IRQFD", e))?;
             Some(serial::console(irq, out))
         }
         (true, None) => {
-            let irq = EventFd::new(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC).map_err(|e| VmError::Os("eventfd", e))?;
-            vm.register_irqfd(&irq, COM1_IRQ).map_err(|e| VmError::Kvm("KVM_IRQFD", e))?;
+            let irq = EventFd::new(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC)
+                .map_err(|e| VmError::Os("eventfd", e))?;
+            vm.register_irqfd(&irq, COM1_IRQ)
+                .map_err(|e| VmError::Kvm("KVM_IRQFD", e))?;
             Some(serial::console(irq, Box::new(std::io::stdout())))
         }
         (false, _) => None,
     };
-    let shared = Arc::new(Shared::new(PioBus::new(console), start, opts.events).map_err(|e| VmError::Os("eventfd", e))?);
+    let shared = Arc::new(
+        Shared::new(PioBus::new(console), start, opts.events)
+            .map_err(|e| VmError::Os("eventfd", e))?,
+    );
 
-    let base_cpuid = kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES).map_err(|e| VmError::Kvm("KVM_GET_SUPPORTED_CPUID", e))?;
-    let msr_list = kvm.get_msr_index_list().map_err(|e| VmError::Kvm("KVM_GET_MSR_INDEX_LIST", e))?;
+    let base_cpuid = kvm
+        .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+        .map_err(|e| VmError::Kvm("KVM_GET_SUPPORTED_CPUID", e))?;
+    let msr_list = kvm
+        .get_msr_index_list()
+        .map_err(|e| VmError::Kvm("KVM_GET_MSR_INDEX_LIST", e))?;
     let mut vcpus = Vec::with_capacity(config.vcpus as usize);
     for id in 0..config.vcpus {
-        let fd = vm.create_vcpu(u64::from(id)).map_err(|e| VmError::Kvm("KVM_CREATE_VCPU", e))?;
-        vcpu::configure(&fd, id, config.vcpus, &base_cpuid, msr_list.as_slice(), kernel.entry)?;
+        let fd = vm
+            .create_vcpu(u64::from(id))
+            .map_err(|e| VmError::Kvm("KVM_CREATE_VCPU", e))?;
+        vcpu::configure(
+            &fd,
+            id,
+            config.vcpus,
+            &base_cpuid,
+            msr_list.as_slice(),
+            kernel.entry,
+        )?;
         vcpus.push(fd);
     }
     step("vcpus_configured");
@@ -291,13 +358,16 @@ pub fn run(config: &VmConfig, opts: RunOptions) -> Result<RunReport, VmError> {
     ];
     let exit = match reason {
         StopReason::PowerOff => GuestExit::PowerOff,
-        StopReason::Reset | StopReason::TripleFault => match guest_panic::read_panic(&mem, layout.ramoops()) {
-            Some(why) => GuestExit::Panic(why),
-            None => GuestExit::Reset,
-        },
-        StopReason::Crash => {
-            GuestExit::Panic(guest_panic::read_panic(&mem, layout.ramoops()).unwrap_or_else(|| "guest reported a crash".into()))
+        StopReason::Reset | StopReason::TripleFault => {
+            match guest_panic::read_panic(&mem, layout.ramoops()) {
+                Some(why) => GuestExit::Panic(why),
+                None => GuestExit::Reset,
+            }
         }
+        StopReason::Crash => GuestExit::Panic(
+            guest_panic::read_panic(&mem, layout.ramoops())
+                .unwrap_or_else(|| "guest reported a crash".into()),
+        ),
         StopReason::Error(e) => return Err(VmError::Guest(e)),
     };
     let report = RunReport {

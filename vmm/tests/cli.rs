@@ -1,6 +1,8 @@
 //! `cocoon-vmm` as a program: every bad input gets one clear line and a
 //! non-zero exit, never a panic; a good config boots and reports.
 
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
 mod common;
 
 use std::process::{Command, Output};
@@ -8,7 +10,10 @@ use std::process::{Command, Output};
 const VMM: &str = env!("CARGO_BIN_EXE_cocoon-vmm");
 
 fn run(args: &[&str]) -> Output {
-    Command::new(VMM).args(args).output().expect("spawn cocoon-vmm")
+    Command::new(VMM)
+        .args(args)
+        .output()
+        .expect("spawn cocoon-vmm")
 }
 
 /// Asserts a failed run with exit 1 and a single error line containing `want`.
@@ -16,19 +21,28 @@ fn assert_error(out: &Output, want: &str) {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
     assert!(!stderr.contains("panicked"), "the VMM panicked: {stderr}");
-    assert_eq!(stderr.lines().count(), 1, "expected one line, got: {stderr}");
+    assert_eq!(
+        stderr.lines().count(),
+        1,
+        "expected one line, got: {stderr}"
+    );
     assert!(stderr.starts_with("cocoon-vmm: error: "), "{stderr}");
     assert!(stderr.contains(want), "expected {want:?} in {stderr:?}");
 }
 
 fn tiny_kernel(dir: &tempfile::TempDir, memsz: u64) -> String {
     let code = [common::debug_port(1), common::i8042_reset()].concat();
-    common::write(dir, "tiny.elf", &common::elf(&code, memsz, false)).display().to_string()
+    common::write(dir, "tiny.elf", &common::elf(&code, memsz, false))
+        .display()
+        .to_string()
 }
 
 #[test]
 fn missing_kernel() {
-    assert_error(&run(&["--kernel", "/nonexistent/vmlinux"]), "cannot read kernel /nonexistent/vmlinux: No such file");
+    assert_error(
+        &run(&["--kernel", "/nonexistent/vmlinux"]),
+        "cannot read kernel /nonexistent/vmlinux: No such file",
+    );
 }
 
 #[test]
@@ -43,7 +57,10 @@ fn file_that_is_not_a_kernel() {
     common::require_kvm();
     let dir = tempfile::tempdir().unwrap();
     let p = common::write(&dir, "notes.txt", b"just some text, not a kernel\n");
-    assert_error(&run(&["--kernel", p.to_str().unwrap()]), "is neither an ELF vmlinux nor a bzImage");
+    assert_error(
+        &run(&["--kernel", p.to_str().unwrap()]),
+        "is neither an ELF vmlinux nor a bzImage",
+    );
 }
 
 #[test]
@@ -51,7 +68,10 @@ fn memory_too_small_for_the_kernel() {
     common::require_kvm();
     let dir = tempfile::tempdir().unwrap();
     let k = tiny_kernel(&dir, 64 << 20);
-    assert_error(&run(&["--kernel", &k, "--memory-mib", "32"]), "too small for the kernel and initramfs");
+    assert_error(
+        &run(&["--kernel", &k, "--memory-mib", "32"]),
+        "too small for the kernel and initramfs",
+    );
 }
 
 #[test]
@@ -60,29 +80,51 @@ fn memory_too_small_for_the_initramfs() {
     let dir = tempfile::tempdir().unwrap();
     let k = tiny_kernel(&dir, 0x1000);
     let initrd = common::write(&dir, "big.cpio", &vec![0u8; 40 << 20]);
-    assert_error(&run(&["--kernel", &k, "--initrd", initrd.to_str().unwrap(), "--memory-mib", "32"]), "too small");
+    assert_error(
+        &run(&[
+            "--kernel",
+            &k,
+            "--initrd",
+            initrd.to_str().unwrap(),
+            "--memory-mib",
+            "32",
+        ]),
+        "too small",
+    );
 }
 
 #[test]
 fn missing_initramfs() {
     let dir = tempfile::tempdir().unwrap();
     let k = tiny_kernel(&dir, 0x1000);
-    assert_error(&run(&["--kernel", &k, "--initrd", "/nonexistent.img"]), "cannot read initramfs /nonexistent.img");
+    assert_error(
+        &run(&["--kernel", &k, "--initrd", "/nonexistent.img"]),
+        "cannot read initramfs /nonexistent.img",
+    );
 }
 
 #[test]
 fn zero_vcpus() {
-    assert_error(&run(&["--kernel", "/k", "--vcpus", "0"]), "vcpus must be between 1 and 254, not 0");
+    assert_error(
+        &run(&["--kernel", "/k", "--vcpus", "0"]),
+        "vcpus must be between 1 and 254, not 0",
+    );
 }
 
 #[test]
 fn more_vcpus_than_allowed() {
-    assert_error(&run(&["--kernel", "/k", "--vcpus", "1000"]), "vcpus must be between 1 and 254, not 1000");
+    assert_error(
+        &run(&["--kernel", "/k", "--vcpus", "1000"]),
+        "vcpus must be between 1 and 254, not 1000",
+    );
 }
 
 #[test]
 fn absurd_memory() {
-    assert_error(&run(&["--kernel", "/k", "--memory-mib", "0"]), "memory_mib must be between");
+    assert_error(
+        &run(&["--kernel", "/k", "--memory-mib", "0"]),
+        "memory_mib must be between",
+    );
 }
 
 #[test]
@@ -91,14 +133,20 @@ fn command_line_too_long() {
     let dir = tempfile::tempdir().unwrap();
     let k = tiny_kernel(&dir, 0x1000);
     let long = "x".repeat(3000);
-    assert_error(&run(&["--kernel", &k, "--cmdline", &long]), "kernel command line is");
+    assert_error(
+        &run(&["--kernel", &k, "--cmdline", &long]),
+        "kernel command line is",
+    );
 }
 
 #[test]
 fn config_with_unknown_field() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = common::write(&dir, "vm.json", br#"{"kernel": "/k", "memory": 128}"#);
-    assert_error(&run(&["--config", cfg.to_str().unwrap()]), "unknown field `memory`");
+    assert_error(
+        &run(&["--config", cfg.to_str().unwrap()]),
+        "unknown field `memory`",
+    );
 }
 
 #[test]
@@ -107,7 +155,15 @@ fn kvm_device_missing() {
     let k = tiny_kernel(&dir, 0x1000);
     // Hide /dev in a private mount namespace.
     let out = Command::new("unshare")
-        .args(["--mount", "sh", "-c", "mount -t tmpfs tmpfs /dev && exec \"$0\" \"$@\"", VMM, "--kernel", &k])
+        .args([
+            "--mount",
+            "sh",
+            "-c",
+            "mount -t tmpfs tmpfs /dev && exec \"$0\" \"$@\"",
+            VMM,
+            "--kernel",
+            &k,
+        ])
         .output()
         .expect("spawn unshare (util-linux)");
     assert_error(&out, "/dev/kvm does not exist");
@@ -122,7 +178,14 @@ fn kvm_device_not_accessible() {
     std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
     std::fs::set_permissions(dir.path(), perms).unwrap();
     let out = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", VMM, "--kernel", &k])
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            VMM,
+            "--kernel",
+            &k,
+        ])
         .output()
         .expect("spawn setpriv (util-linux)");
     assert_error(&out, "/dev/kvm is not accessible");
@@ -133,7 +196,11 @@ fn json_config_boots_and_reports_boot_complete() {
     common::require_kvm();
     let dir = tempfile::tempdir().unwrap();
     let k = tiny_kernel(&dir, 0x1000);
-    let cfg = common::write(&dir, "vm.json", format!(r#"{{"kernel": "{k}", "vcpus": 2, "memory_mib": 32}}"#).as_bytes());
+    let cfg = common::write(
+        &dir,
+        "vm.json",
+        format!(r#"{{"kernel": "{k}", "vcpus": 2, "memory_mib": 32}}"#).as_bytes(),
+    );
     let out = run(&["--config", cfg.to_str().unwrap()]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
@@ -147,7 +214,18 @@ fn console_flag_puts_the_serial_port_on_stdout() {
     let dir = tempfile::tempdir().unwrap();
     let code = [common::serial_write(b"hello\n"), common::i8042_reset()].concat();
     let k = common::write(&dir, "tiny.elf", &common::elf(&code, 0x1000, false));
-    let out = run(&["--kernel", k.to_str().unwrap(), "--memory-mib", "32", "--console"]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run(&[
+        "--kernel",
+        k.to_str().unwrap(),
+        "--memory-mib",
+        "32",
+        "--console",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(String::from_utf8_lossy(&out.stdout), "hello\n");
 }

@@ -1,6 +1,8 @@
 //! The VMM's boot path, devices and exits, exercised with tiny hand-written
 //! guests (no Linux needed), in process through the library.
 
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
 mod common;
 
 use std::io::Write;
@@ -22,7 +24,13 @@ impl Write for Capture {
     }
 }
 
-fn boot(code: Vec<u8>, pvh: bool, vcpus: u32, memory_mib: u64, console: Option<Capture>) -> RunReport {
+fn boot(
+    code: Vec<u8>,
+    pvh: bool,
+    vcpus: u32,
+    memory_mib: u64,
+    console: Option<Capture>,
+) -> RunReport {
     common::require_kvm();
     let dir = tempfile::tempdir().unwrap();
     let kernel = common::write(&dir, "tiny.elf", &common::elf(&code, 0x1000, pvh));
@@ -44,7 +52,9 @@ fn boot(code: Vec<u8>, pvh: bool, vcpus: u32, memory_mib: u64, console: Option<C
         };
         let _ = tx.send(cocoon_vmm::run(&config, opts));
     });
-    let report = rx.recv_timeout(Duration::from_secs(60)).expect("the tiny guest did not stop within 60 s");
+    let report = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the tiny guest did not stop within 60 s");
     drop(dir);
     report.expect("the VM failed")
 }
@@ -55,7 +65,13 @@ fn concat(parts: &[Vec<u8>]) -> Vec<u8> {
 
 #[test]
 fn long_mode_guest_reports_boot_complete_and_resets() {
-    let r = boot(concat(&[common::debug_port(1), common::i8042_reset()]), false, 1, 32, None);
+    let r = boot(
+        concat(&[common::debug_port(1), common::i8042_reset()]),
+        false,
+        1,
+        32,
+        None,
+    );
     assert_eq!(r.exit, GuestExit::Reset);
     assert!(r.boot_complete.is_some(), "boot-complete was not recorded");
     assert!(r.first_entry.unwrap() <= r.boot_complete.unwrap());
@@ -63,7 +79,13 @@ fn long_mode_guest_reports_boot_complete_and_resets() {
 
 #[test]
 fn pvh_guest_runs_in_protected_mode() {
-    let r = boot(concat(&[common::debug_port(1), common::i8042_reset()]), true, 1, 32, None);
+    let r = boot(
+        concat(&[common::debug_port(1), common::i8042_reset()]),
+        true,
+        1,
+        32,
+        None,
+    );
     assert_eq!(r.exit, GuestExit::Reset);
     assert!(r.boot_complete.is_some());
 }
@@ -77,9 +99,21 @@ fn power_off_request_ends_the_vm() {
 #[test]
 fn serial_console_output_reaches_the_writer() {
     let out = Capture::default();
-    let r = boot(concat(&[common::serial_write(b"hi from COM1\n"), common::i8042_reset()]), false, 1, 32, Some(out.clone()));
+    let r = boot(
+        concat(&[
+            common::serial_write(b"hi from COM1\n"),
+            common::i8042_reset(),
+        ]),
+        false,
+        1,
+        32,
+        Some(out.clone()),
+    );
     assert_eq!(r.exit, GuestExit::Reset);
-    assert_eq!(String::from_utf8_lossy(&out.0.lock().unwrap()), "hi from COM1\n");
+    assert_eq!(
+        String::from_utf8_lossy(&out.0.lock().unwrap()),
+        "hi from COM1\n"
+    );
 }
 
 #[test]
@@ -87,12 +121,24 @@ fn panic_log_in_the_ramoops_region_is_reported() {
     let mem_mib = 32u64;
     let ramoops = (mem_mib << 20) - 0x1_0000;
     let msg = b"Panic#1 Part1\n<0>Kernel panic - not syncing: tiny guest gave up\n";
-    let r = boot(concat(&[common::copy_to(ramoops + 64, msg), common::i8042_reset()]), false, 1, mem_mib, None);
+    let r = boot(
+        concat(&[common::copy_to(ramoops + 64, msg), common::i8042_reset()]),
+        false,
+        1,
+        mem_mib,
+        None,
+    );
     assert_eq!(r.exit, GuestExit::Panic("tiny guest gave up".into()));
 }
 
 #[test]
 fn two_vcpus_are_created_and_stopped() {
-    let r = boot(concat(&[common::debug_port(1), common::i8042_reset()]), false, 2, 32, None);
+    let r = boot(
+        concat(&[common::debug_port(1), common::i8042_reset()]),
+        false,
+        2,
+        32,
+        None,
+    );
     assert_eq!(r.exit, GuestExit::Reset);
 }

@@ -73,7 +73,9 @@ impl PioBus {
     }
 
     fn serial_offset(port: u16) -> Option<u8> {
-        (COM1_BASE..COM1_BASE + COM1_LEN).contains(&port).then(|| (port - COM1_BASE) as u8)
+        (COM1_BASE..COM1_BASE + COM1_LEN)
+            .contains(&port)
+            .then(|| (port - COM1_BASE) as u8)
     }
 
     /// Handles a port read of `data.len()` bytes.
@@ -111,7 +113,9 @@ impl PioBus {
                 if let Ok(mut dev) = self.i8042.lock() {
                     let _ = dev.write((port - I8042_DATA) as u8, data[0]);
                 }
-                self.reset.swap(false, Ordering::SeqCst).then_some(PioEvent::Reset)
+                self.reset
+                    .swap(false, Ordering::SeqCst)
+                    .then_some(PioEvent::Reset)
             }
             (DEBUG_PORT, _, _) if data.len() == 1 => {
                 self.counters.debug.fetch_add(1, Ordering::Relaxed);

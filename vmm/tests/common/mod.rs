@@ -86,7 +86,14 @@ pub fn elf(code: &[u8], memsz: u64, pvh: bool) -> Vec<u8> {
         f[b + 40..b + 48].copy_from_slice(&memsz.to_le_bytes());
         f[b + 48..b + 56].copy_from_slice(&0x1000u64.to_le_bytes());
     };
-    ph(0, 1, code_off, LOAD_ADDR, code.len() as u64, memsz.max(code.len() as u64));
+    ph(
+        0,
+        1,
+        code_off,
+        LOAD_ADDR,
+        code.len() as u64,
+        memsz.max(code.len() as u64),
+    );
     if pvh {
         ph(1, 4, note_off, 0, 20, 20);
         let n = note_off as usize;
@@ -109,6 +116,10 @@ pub fn write(dir: &tempfile::TempDir, name: &str, bytes: &[u8]) -> PathBuf {
 
 /// Fails (never skips) when this host has no usable /dev/kvm.
 pub fn require_kvm() {
-    let ok = std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").is_ok();
+    let ok = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_ok();
     assert!(ok, "this test needs a usable /dev/kvm (any KVM, kvm_pvm included): run it as root on a KVM host");
 }

@@ -8,7 +8,10 @@ use linux_loader::loader::bootparam::{boot_e820_entry, boot_params, setup_header
 use linux_loader::start_info::{hvm_memmap_table_entry, hvm_modlist_entry, hvm_start_info};
 use vm_memory::{GuestAddress, GuestMemoryMmap};
 
-use super::layout::{MemoryKind, MemoryLayout, CMDLINE_ADDR, PVH_INFO_ADDR, PVH_MEMMAP_ADDR, PVH_MODLIST_ADDR, ZERO_PAGE_ADDR};
+use super::layout::{
+    MemoryKind, MemoryLayout, CMDLINE_ADDR, PVH_INFO_ADDR, PVH_MEMMAP_ADDR, PVH_MODLIST_ADDR,
+    ZERO_PAGE_ADDR,
+};
 
 const XEN_HVM_START_MAGIC: u32 = 0x336e_c578;
 const E820_RAM: u32 = 1;
@@ -47,11 +50,20 @@ fn e820_type(kind: MemoryKind) -> u32 {
 }
 
 /// Writes the PVH start info, memory map and module list.
-pub fn write_pvh(mem: &GuestMemoryMmap, layout: &MemoryLayout, initrd: Option<InitrdPlacement>) -> Result<(), BootError> {
+pub fn write_pvh(
+    mem: &GuestMemoryMmap,
+    layout: &MemoryLayout,
+    initrd: Option<InitrdPlacement>,
+) -> Result<(), BootError> {
     let memmap: Vec<hvm_memmap_table_entry> = layout
         .memory_map()
         .iter()
-        .map(|e| hvm_memmap_table_entry { addr: e.addr, size: e.size, type_: e820_type(e.kind), reserved: 0 })
+        .map(|e| hvm_memmap_table_entry {
+            addr: e.addr,
+            size: e.size,
+            type_: e820_type(e.kind),
+            reserved: 0,
+        })
         .collect();
     let mut info = hvm_start_info {
         magic: XEN_HVM_START_MAGIC,
@@ -62,7 +74,13 @@ pub fn write_pvh(mem: &GuestMemoryMmap, layout: &MemoryLayout, initrd: Option<In
         ..Default::default()
     };
     let modules: Vec<hvm_modlist_entry> = initrd
-        .map(|i| vec![hvm_modlist_entry { paddr: i.addr, size: i.size, ..Default::default() }])
+        .map(|i| {
+            vec![hvm_modlist_entry {
+                paddr: i.addr,
+                size: i.size,
+                ..Default::default()
+            }]
+        })
         .unwrap_or_default();
     if !modules.is_empty() {
         info.nr_modules = modules.len() as u32;
@@ -106,7 +124,11 @@ pub fn zero_page(
         return Err(BootError::TooManyE820(map.len()));
     }
     for (slot, e) in params.e820_table.iter_mut().zip(map.iter()) {
-        *slot = boot_e820_entry { addr: e.addr, size: e.size, r#type: e820_type(e.kind) };
+        *slot = boot_e820_entry {
+            addr: e.addr,
+            size: e.size,
+            r#type: e820_type(e.kind),
+        };
     }
     params.e820_entries = map.len() as u8;
     Ok(params)
@@ -114,7 +136,10 @@ pub fn zero_page(
 
 /// Writes the zero page.
 pub fn write_zero_page(mem: &GuestMemoryMmap, params: &boot_params) -> Result<(), BootError> {
-    LinuxBootConfigurator::write_bootparams(&BootParams::new(params, GuestAddress(ZERO_PAGE_ADDR)), mem)?;
+    LinuxBootConfigurator::write_bootparams(
+        &BootParams::new(params, GuestAddress(ZERO_PAGE_ADDR)),
+        mem,
+    )?;
     Ok(())
 }
 
@@ -125,7 +150,16 @@ mod tests {
     #[test]
     fn zero_page_has_e820_and_initrd() {
         let layout = MemoryLayout::new(256 << 20);
-        let p = zero_page(&layout, None, 10, Some(InitrdPlacement { addr: 0x800_0000, size: 0x1000 })).unwrap();
+        let p = zero_page(
+            &layout,
+            None,
+            10,
+            Some(InitrdPlacement {
+                addr: 0x800_0000,
+                size: 0x1000,
+            }),
+        )
+        .unwrap();
         assert_eq!(p.e820_entries, 3);
         assert_eq!({ p.hdr.ramdisk_image }, 0x800_0000);
         assert_eq!({ p.hdr.header }, KERNEL_HDR_MAGIC);
@@ -136,10 +170,21 @@ mod tests {
     fn pvh_start_info_is_written() {
         let layout = MemoryLayout::new(64 << 20);
         let mem = GuestMemoryMmap::<()>::from_ranges(&layout.ram_regions()).unwrap();
-        write_pvh(&mem, &layout, Some(InitrdPlacement { addr: 0x200_0000, size: 42 })).unwrap();
+        write_pvh(
+            &mem,
+            &layout,
+            Some(InitrdPlacement {
+                addr: 0x200_0000,
+                size: 42,
+            }),
+        )
+        .unwrap();
         use vm_memory::Bytes;
         let info: hvm_start_info = mem.read_obj(GuestAddress(PVH_INFO_ADDR)).unwrap();
-        assert_eq!((info.magic, info.nr_modules, info.memmap_entries), (XEN_HVM_START_MAGIC, 1, 3));
+        assert_eq!(
+            (info.magic, info.nr_modules, info.memmap_entries),
+            (XEN_HVM_START_MAGIC, 1, 3)
+        );
         let module: hvm_modlist_entry = mem.read_obj(GuestAddress(PVH_MODLIST_ADDR)).unwrap();
         assert_eq!((module.paddr, module.size), (0x200_0000, 42));
     }

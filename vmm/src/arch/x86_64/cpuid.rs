@@ -68,8 +68,14 @@ pub fn normalize(entries: &mut [kvm_cpuid_entry2], id: u32, count: u32) {
                 // Deterministic cache parameters: N cores per package, each
                 // cache private to one thread except the last level.
                 let level = (e.eax >> 5) & 0x7;
-                let sharing = if level >= 3 { count.saturating_sub(1) } else { 0 };
-                e.eax = (e.eax & 0x3ff) | ((sharing & 0xfff) << 14) | ((count.saturating_sub(1) & 0x3f) << 26);
+                let sharing = if level >= 3 {
+                    count.saturating_sub(1)
+                } else {
+                    0
+                };
+                e.eax = (e.eax & 0x3ff)
+                    | ((sharing & 0xfff) << 14)
+                    | ((count.saturating_sub(1) & 0x3f) << 26);
             }
             0xb | 0x1f => {
                 // Extended topology: level 0 = SMT (1 thread), level 1 =
@@ -114,13 +120,23 @@ mod tests {
     use super::*;
 
     fn entry(function: u32, index: u32) -> kvm_cpuid_entry2 {
-        kvm_cpuid_entry2 { function, index, ..Default::default() }
+        kvm_cpuid_entry2 {
+            function,
+            index,
+            ..Default::default()
+        }
     }
 
     fn amd_leaf0() -> kvm_cpuid_entry2 {
         let s = b"AuthenticAMD";
         let w = |i: usize| u32::from_le_bytes([s[i], s[i + 1], s[i + 2], s[i + 3]]);
-        kvm_cpuid_entry2 { function: 0, ebx: w(0), edx: w(4), ecx: w(8), ..Default::default() }
+        kvm_cpuid_entry2 {
+            function: 0,
+            ebx: w(0),
+            edx: w(4),
+            ecx: w(8),
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -154,6 +170,15 @@ mod tests {
 
     #[test]
     fn bits_for_counts() {
-        assert_eq!([bits_for(1), bits_for(2), bits_for(3), bits_for(4), bits_for(5)], [0, 1, 2, 2, 3]);
+        assert_eq!(
+            [
+                bits_for(1),
+                bits_for(2),
+                bits_for(3),
+                bits_for(4),
+                bits_for(5)
+            ],
+            [0, 1, 2, 2, 3]
+        );
     }
 }

@@ -33,17 +33,30 @@ pub fn descriptor(flags: u16, base: u32, limit: u32) -> u64 {
 
 /// The boot GDT: null, code, data, TSS.
 pub fn boot_gdt(long_mode: bool) -> [u64; 4] {
-    let code = if long_mode { CODE64_FLAGS } else { CODE32_FLAGS };
-    [0, descriptor(code, 0, 0xfffff), descriptor(DATA_FLAGS, 0, 0xfffff), descriptor(TSS_FLAGS, 0, 0xfffff)]
+    let code = if long_mode {
+        CODE64_FLAGS
+    } else {
+        CODE32_FLAGS
+    };
+    [
+        0,
+        descriptor(code, 0, 0xfffff),
+        descriptor(DATA_FLAGS, 0, 0xfffff),
+        descriptor(TSS_FLAGS, 0, 0xfffff),
+    ]
 }
 
 /// The hidden segment state KVM needs for descriptor `entry` at `index`.
 pub fn segment(entry: u64, index: u8) -> kvm_segment {
     let bit = |n: u32| ((entry >> n) & 1) as u8;
-    let base = (((entry >> 16) & 0x00ff_ffff) | ((entry >> 32) & 0xff00_0000)) as u64;
+    let base = ((entry >> 16) & 0x00ff_ffff) | ((entry >> 32) & 0xff00_0000);
     let raw_limit = ((entry & 0xffff) | ((entry >> 32) & 0x000f_0000)) as u32;
     let g = bit(55);
-    let limit = if g == 1 { (raw_limit << 12) | 0xfff } else { raw_limit };
+    let limit = if g == 1 {
+        (raw_limit << 12) | 0xfff
+    } else {
+        raw_limit
+    };
     let present = bit(47);
     kvm_segment {
         base,
@@ -71,7 +84,10 @@ mod tests {
         let d = descriptor(CODE64_FLAGS, 0, 0xfffff);
         assert_eq!(d, 0x00af_9b00_0000_ffff);
         let s = segment(d, CODE_INDEX);
-        assert_eq!((s.base, s.limit, s.selector, s.type_, s.l, s.db, s.g, s.present), (0, 0xffff_ffff, 8, 0xb, 1, 0, 1, 1));
+        assert_eq!(
+            (s.base, s.limit, s.selector, s.type_, s.l, s.db, s.g, s.present),
+            (0, 0xffff_ffff, 8, 0xb, 1, 0, 1, 1)
+        );
     }
 
     #[test]

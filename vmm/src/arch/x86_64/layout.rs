@@ -82,7 +82,11 @@ impl MemoryLayout {
     /// Lays out `mem_size` bytes of RAM (at least 2 MiB, page aligned).
     pub fn new(mem_size: u64) -> Self {
         let low_end = mem_size.min(MMIO_GAP_START);
-        MemoryLayout { mem_size, low_end, high_size: mem_size - low_end }
+        MemoryLayout {
+            mem_size,
+            low_end,
+            high_size: mem_size - low_end,
+        }
     }
 
     /// Host-mapped RAM regions: `[0, low_end)` and, for large VMs,
@@ -109,12 +113,28 @@ impl MemoryLayout {
     pub fn memory_map(&self) -> Vec<MemoryMapEntry> {
         let (oops, oops_size) = self.ramoops();
         let mut v = vec![
-            MemoryMapEntry { addr: 0, size: EBDA_START, kind: MemoryKind::Ram },
-            MemoryMapEntry { addr: HIMEM_START, size: oops - HIMEM_START, kind: MemoryKind::Ram },
-            MemoryMapEntry { addr: oops, size: oops_size, kind: MemoryKind::Reserved },
+            MemoryMapEntry {
+                addr: 0,
+                size: EBDA_START,
+                kind: MemoryKind::Ram,
+            },
+            MemoryMapEntry {
+                addr: HIMEM_START,
+                size: oops - HIMEM_START,
+                kind: MemoryKind::Ram,
+            },
+            MemoryMapEntry {
+                addr: oops,
+                size: oops_size,
+                kind: MemoryKind::Reserved,
+            },
         ];
         if self.high_size > 0 {
-            v.push(MemoryMapEntry { addr: MMIO_GAP_END, size: self.high_size, kind: MemoryKind::Ram });
+            v.push(MemoryMapEntry {
+                addr: MMIO_GAP_END,
+                size: self.high_size,
+                kind: MemoryKind::Ram,
+            });
         }
         v
     }
@@ -130,8 +150,19 @@ mod tests {
         assert_eq!(l.ram_regions(), vec![(GuestAddress(0), 128 << 20)]);
         let map = l.memory_map();
         assert_eq!(map.len(), 3);
-        assert_eq!(map[2], MemoryMapEntry { addr: (128 << 20) - RAMOOPS_SIZE, size: RAMOOPS_SIZE, kind: MemoryKind::Reserved });
-        let ram: u64 = map.iter().filter(|e| e.kind == MemoryKind::Ram).map(|e| e.size).sum();
+        assert_eq!(
+            map[2],
+            MemoryMapEntry {
+                addr: (128 << 20) - RAMOOPS_SIZE,
+                size: RAMOOPS_SIZE,
+                kind: MemoryKind::Reserved
+            }
+        );
+        let ram: u64 = map
+            .iter()
+            .filter(|e| e.kind == MemoryKind::Ram)
+            .map(|e| e.size)
+            .sum();
         assert!(ram > (127 << 20));
     }
 
@@ -140,7 +171,10 @@ mod tests {
         let l = MemoryLayout::new(4 << 30);
         assert_eq!(
             l.ram_regions(),
-            vec![(GuestAddress(0), MMIO_GAP_START as usize), (GuestAddress(MMIO_GAP_END), (1 << 30) as usize)]
+            vec![
+                (GuestAddress(0), MMIO_GAP_START as usize),
+                (GuestAddress(MMIO_GAP_END), (1 << 30) as usize)
+            ]
         );
         assert_eq!(l.memory_map().last().unwrap().addr, MMIO_GAP_END);
     }

@@ -60,12 +60,24 @@ pub fn setup_msrs(vcpu: &VcpuFd, supported: &[u32]) -> Result<(), MsrError> {
     let entries: Vec<kvm_msr_entry> = boot_msrs()
         .into_iter()
         .filter(|(i, _)| supported.contains(i))
-        .map(|(index, data)| kvm_msr_entry { index, data, ..Default::default() })
+        .map(|(index, data)| kvm_msr_entry {
+            index,
+            data,
+            ..Default::default()
+        })
         .collect();
     let msrs = Msrs::from_entries(&entries).map_err(|_| MsrError::Build)?;
     match vcpu.set_msrs(&msrs) {
         Ok(n) if n == entries.len() => Ok(()),
-        Ok(n) => Err(MsrError::Set { set: n, wanted: entries.len(), err: "short write".into() }),
-        Err(e) => Err(MsrError::Set { set: 0, wanted: entries.len(), err: e.to_string() }),
+        Ok(n) => Err(MsrError::Set {
+            set: n,
+            wanted: entries.len(),
+            err: "short write".into(),
+        }),
+        Err(e) => Err(MsrError::Set {
+            set: 0,
+            wanted: entries.len(),
+            err: e.to_string(),
+        }),
     }
 }

@@ -8,7 +8,10 @@ use kvm_ioctls::VcpuFd;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use super::gdt;
-use super::layout::{BOOT_STACK_ADDR, GDT_ADDR, IDT_ADDR, PD_ADDR, PDPT_ADDR, PML4_ADDR, PVH_INFO_ADDR, ZERO_PAGE_ADDR};
+use super::layout::{
+    BOOT_STACK_ADDR, GDT_ADDR, IDT_ADDR, PDPT_ADDR, PD_ADDR, PML4_ADDR, PVH_INFO_ADDR,
+    ZERO_PAGE_ADDR,
+};
 
 const CR0_PE: u64 = 1;
 const CR0_ET: u64 = 1 << 4;
@@ -104,7 +107,12 @@ pub fn boot_sregs(mut sregs: kvm_sregs, entry: BootEntry) -> kvm_sregs {
 /// General registers for `entry`.
 pub fn boot_regs(entry: BootEntry) -> kvm_regs {
     match entry {
-        BootEntry::Pvh { entry } => kvm_regs { rflags: 0x2, rip: entry, rbx: PVH_INFO_ADDR, ..Default::default() },
+        BootEntry::Pvh { entry } => kvm_regs {
+            rflags: 0x2,
+            rip: entry,
+            rbx: PVH_INFO_ADDR,
+            ..Default::default()
+        },
         BootEntry::Linux64 { entry } => kvm_regs {
             rflags: 0x2,
             rip: entry,
@@ -120,16 +128,25 @@ pub fn boot_regs(entry: BootEntry) -> kvm_regs {
 /// given an entry point; application processors wait for INIT/SIPI in the
 /// in-kernel LAPIC.
 pub fn setup_vcpu_regs(vcpu: &VcpuFd, entry: BootEntry) -> Result<(), RegsError> {
-    let sregs = vcpu.get_sregs().map_err(|e| RegsError::Kvm("KVM_GET_SREGS", e))?;
-    vcpu.set_sregs(&boot_sregs(sregs, entry)).map_err(|e| RegsError::Kvm("KVM_SET_SREGS", e))?;
-    vcpu.set_regs(&boot_regs(entry)).map_err(|e| RegsError::Kvm("KVM_SET_REGS", e))?;
+    let sregs = vcpu
+        .get_sregs()
+        .map_err(|e| RegsError::Kvm("KVM_GET_SREGS", e))?;
+    vcpu.set_sregs(&boot_sregs(sregs, entry))
+        .map_err(|e| RegsError::Kvm("KVM_SET_SREGS", e))?;
+    vcpu.set_regs(&boot_regs(entry))
+        .map_err(|e| RegsError::Kvm("KVM_SET_REGS", e))?;
     Ok(())
 }
 
 /// Sets the FPU to its power-on state (x87 control word, MXCSR).
 pub fn setup_fpu(vcpu: &VcpuFd) -> Result<(), RegsError> {
-    let fpu = kvm_fpu { fcw: 0x37f, mxcsr: 0x1f80, ..Default::default() };
-    vcpu.set_fpu(&fpu).map_err(|e| RegsError::Kvm("KVM_SET_FPU", e))
+    let fpu = kvm_fpu {
+        fcw: 0x37f,
+        mxcsr: 0x1f80,
+        ..Default::default()
+    };
+    vcpu.set_fpu(&fpu)
+        .map_err(|e| RegsError::Kvm("KVM_SET_FPU", e))
 }
 
 const APIC_LVT0: usize = 0x350;
@@ -150,13 +167,16 @@ fn set_lapic_reg(regs: &mut [std::os::raw::c_char], off: usize, v: u32) {
 
 /// Wires LINT0 to ExtINT and LINT1 to NMI, as firmware does.
 pub fn setup_lapic(vcpu: &VcpuFd) -> Result<(), RegsError> {
-    let mut lapic = vcpu.get_lapic().map_err(|e| RegsError::Kvm("KVM_GET_LAPIC", e))?;
+    let mut lapic = vcpu
+        .get_lapic()
+        .map_err(|e| RegsError::Kvm("KVM_GET_LAPIC", e))?;
     let set_mode = |v: u32, mode: u32| (v & !0x700) | (mode << 8);
     let lvt0 = lapic_reg(&lapic.regs, APIC_LVT0);
     set_lapic_reg(&mut lapic.regs, APIC_LVT0, set_mode(lvt0, APIC_MODE_EXTINT));
     let lvt1 = lapic_reg(&lapic.regs, APIC_LVT1);
     set_lapic_reg(&mut lapic.regs, APIC_LVT1, set_mode(lvt1, APIC_MODE_NMI));
-    vcpu.set_lapic(&lapic).map_err(|e| RegsError::Kvm("KVM_SET_LAPIC", e))
+    vcpu.set_lapic(&lapic)
+        .map_err(|e| RegsError::Kvm("KVM_SET_LAPIC", e))
 }
 
 #[cfg(test)]
@@ -175,18 +195,26 @@ mod tests {
 
     #[test]
     fn linux64_enters_long_mode() {
-        let s = boot_sregs(kvm_sregs::default(), BootEntry::Linux64 { entry: 0x100_0200 });
+        let s = boot_sregs(
+            kvm_sregs::default(),
+            BootEntry::Linux64 { entry: 0x100_0200 },
+        );
         assert_eq!(s.efer, EFER_LME | EFER_LMA);
         assert_eq!((s.cs.db, s.cs.l), (0, 1));
         assert_eq!(s.cr3, PML4_ADDR);
-        assert_eq!(boot_regs(BootEntry::Linux64 { entry: 1 }).rsi, ZERO_PAGE_ADDR);
+        assert_eq!(
+            boot_regs(BootEntry::Linux64 { entry: 1 }).rsi,
+            ZERO_PAGE_ADDR
+        );
     }
 
     #[test]
     fn page_tables_identity_map_4gib() {
         let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
         write_boot_tables(&mem, BootEntry::Linux64 { entry: 0 }).unwrap();
-        let last: u64 = mem.read_obj(GuestAddress(PD_ADDR + 3 * 0x1000 + 511 * 8)).unwrap();
+        let last: u64 = mem
+            .read_obj(GuestAddress(PD_ADDR + 3 * 0x1000 + 511 * 8))
+            .unwrap();
         assert_eq!(last, (0xffe0_0000) | 0x83);
         let pdpt3: u64 = mem.read_obj(GuestAddress(PDPT_ADDR + 24)).unwrap();
         assert_eq!(pdpt3, (PD_ADDR + 0x3000) | 3);
