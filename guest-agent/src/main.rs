@@ -8,7 +8,7 @@
 // No Rust runtime start-up: std's `main` shim reopens closed stdio
 // descriptors on /dev/null and aborts when it cannot, and PID 1 starts with
 // no /dev/null and, without a console, no stdio at all.
-#![no_main]
+#![cfg_attr(not(test), no_main)]
 
 mod debug_port;
 mod init;
@@ -46,12 +46,14 @@ fn log(msg: &str) {
 }
 
 /// The C entry point; see the note on `no_main` above.
+#[cfg(not(test))]
 #[no_mangle]
 pub extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) -> libc::c_int {
     agent_main();
     0
 }
 
+#[cfg_attr(test, allow(dead_code))]
 fn agent_main() {
     if std::process::id() != 1 {
         eprintln!("cocoon-agent: must run as PID 1 inside a Cocoon VM");
