@@ -11,6 +11,7 @@ pub mod config;
 pub mod devices;
 pub mod guest_panic;
 pub mod loader;
+pub mod memory;
 pub mod vcpu;
 pub mod vm;
 

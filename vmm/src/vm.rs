@@ -24,6 +24,7 @@ use crate::config::{VmConfig, MAX_CMDLINE_LEN};
 use crate::devices::pio::PioBus;
 use crate::devices::serial::{self, COM1_IRQ};
 use crate::guest_panic;
+use crate::memory::GuestRam;
 use crate::loader::{self, LoadError};
 use crate::vcpu::{self, EventSink, Shared, StopReason, VcpuError};
 
@@ -143,26 +144,13 @@ fn register_memory(vm: &VmFd, mem: &GuestMemoryMmap) -> Result<(), VmError> {
             memory_size: region.len(),
             userspace_addr: host as u64,
         };
-        // SAFETY: `host..host+len` is a live mapping owned by `mem`, which
+        // SAFETY: `host..host+len` is a live mapping owned by the `GuestRam`, which
         // the caller keeps alive for as long as the VM fd exists (the VM is
         // dropped before the memory in `run`).
         unsafe { vm.set_user_memory_region(desc) }
             .map_err(|e| VmError::Kvm("KVM_SET_USER_MEMORY_REGION", e))?;
     }
     Ok(())
-}
-
-/// Asks for transparent huge pages on guest RAM: fewer, larger faults while
-/// the kernel is copied in and while the guest touches its memory. Advisory
-/// only; hosts without THP ignore it.
-fn advise_huge_pages(mem: &GuestMemoryMmap) {
-    for region in mem.iter() {
-        if let Ok(host) = mem.get_host_address(region.start_addr()) {
-            // SAFETY: the range is exactly one live mapping owned by `mem`;
-            // MADV_HUGEPAGE changes no contents, only the fault policy.
-            unsafe { libc::madvise(host.cast(), region.len() as usize, libc::MADV_HUGEPAGE) };
-        }
-    }
 }
 
 extern "C" fn kick_handler(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {}
@@ -217,12 +205,10 @@ pub fn run(config: &VmConfig, opts: RunOptions) -> Result<RunReport, VmError> {
     step("kvm_open");
 
     let layout = MemoryLayout::new(config.memory_mib << 20);
-    let mem = GuestMemoryMmap::<()>::from_ranges(&layout.ram_regions())
-        .map_err(|e| VmError::Memory(e.to_string()))?;
-
-    advise_huge_pages(&mem);
+    let ram = GuestRam::new(&layout.ram_regions()).map_err(|e| VmError::Memory(e.to_string()))?;
+    let mem = ram.memory();
     step("memory_mapped");
-    let kernel = loader::load_kernel(&mem, &layout, &config.kernel)?;
+    let kernel = loader::load_kernel(mem, &layout, &config.kernel)?;
     step("kernel_loaded");
     let initrd_at = match initrd {
         Some((mut file, size)) => {
@@ -232,7 +218,7 @@ pub fn run(config: &VmConfig, opts: RunOptions) -> Result<RunReport, VmError> {
                 .filter(|&m| m != 0);
             let at = loader::place_initrd(&layout, kernel.end, size, addr_max)?;
             loader::load_initrd(
-                &mem,
+                mem,
                 &mut file,
                 config.initrd.as_deref().unwrap_or(std::path::Path::new("")),
                 at,
@@ -252,17 +238,17 @@ pub fn run(config: &VmConfig, opts: RunOptions) -> Result<RunReport, VmError> {
             len: cmdline_text.len(),
             max: MAX_CMDLINE_LEN - 1,
         })?;
-    load_cmdline(&mem, GuestAddress(CMDLINE_ADDR), &cmdline).map_err(|_| {
+    load_cmdline(mem, GuestAddress(CMDLINE_ADDR), &cmdline).map_err(|_| {
         LoadError::CmdlineTooLong {
             len: cmdline_text.len(),
             max: MAX_CMDLINE_LEN - 1,
         }
     })?;
-    write_boot_params(&mem, &layout, &kernel, cmdline_text.len(), initrd_at)?;
+    write_boot_params(mem, &layout, &kernel, cmdline_text.len(), initrd_at)?;
     let table = mptable::build(MPTABLE_ADDR as u32, config.vcpus as u8);
     mem.write_slice(&table, GuestAddress(MPTABLE_ADDR))
         .map_err(LoadError::Memory)?;
-    regs::write_boot_tables(&mem, kernel.entry)?;
+    regs::write_boot_tables(mem, kernel.entry)?;
     step("boot_params_written");
 
     let vm = kvm
@@ -278,7 +264,7 @@ pub fn run(config: &VmConfig, opts: RunOptions) -> Result<RunReport, VmError> {
     };
     vm.create_pit2(pit)
         .map_err(|e| VmError::Kvm("KVM_CREATE_PIT2", e))?;
-    register_memory(&vm, &mem)?;
+    register_memory(&vm, mem)?;
     step("vm_created");
 
     let console = match (config.console, opts.console) {
@@ -359,13 +345,13 @@ pub fn run(config: &VmConfig, opts: RunOptions) -> Result<RunReport, VmError> {
     let exit = match reason {
         StopReason::PowerOff => GuestExit::PowerOff,
         StopReason::Reset | StopReason::TripleFault => {
-            match guest_panic::read_panic(&mem, layout.ramoops()) {
+            match guest_panic::read_panic(mem, layout.ramoops()) {
                 Some(why) => GuestExit::Panic(why),
                 None => GuestExit::Reset,
             }
         }
         StopReason::Crash => GuestExit::Panic(
-            guest_panic::read_panic(&mem, layout.ramoops())
+            guest_panic::read_panic(mem, layout.ramoops())
                 .unwrap_or_else(|| "guest reported a crash".into()),
         ),
         StopReason::Error(e) => return Err(VmError::Guest(e)),
@@ -381,7 +367,7 @@ pub fn run(config: &VmConfig, opts: RunOptions) -> Result<RunReport, VmError> {
     // The VM (and its vCPU fds, already dropped with their threads) goes
     // before the memory it maps.
     drop(vm);
-    drop(mem);
+    drop(ram);
     Ok(report)
 }
 
