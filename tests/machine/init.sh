@@ -22,7 +22,8 @@ mount -t tmpfs tmpfs /host/run
 mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 scratch "/host$scratch"
 mount -t cgroup2 cgroup2 /host/sys/fs/cgroup 2>/dev/null
 ip link set lo up
-echo always > /sys/kernel/mm/transparent_hugepage/enabled 2>/dev/null
+# Debian's default: huge pages only where asked for (as cocoon-vmm and QEMU do for guest RAM).
+echo madvise > /sys/kernel/mm/transparent_hugepage/enabled 2>/dev/null
 stty -F /dev/ttyS1 raw -echo
 if [ -c /dev/kvm ]; then kvm=yes; else kvm=no; fi
 echo "test-machine: L1 up, /dev/kvm=$kvm" > /dev/ttyS0

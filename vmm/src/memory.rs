@@ -40,7 +40,9 @@ const FLAGS: i32 = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE
 
 fn map_aligned(size: usize) -> Result<usize, MemoryError> {
     let map_err = |err| MemoryError::Map { size, err };
-    let total = size.checked_add(HUGE_PAGE).ok_or_else(|| map_err(io::Error::from_raw_os_error(libc::ENOMEM)))?;
+    let total = size
+        .checked_add(HUGE_PAGE)
+        .ok_or_else(|| map_err(io::Error::from_raw_os_error(libc::ENOMEM)))?;
     // SAFETY: a fresh anonymous mapping at an address the kernel picks; it
     // aliases nothing.
     let raw = unsafe { libc::mmap(std::ptr::null_mut(), total, PROT, FLAGS, -1, 0) };
@@ -71,7 +73,10 @@ fn map_aligned(size: usize) -> Result<usize, MemoryError> {
 impl GuestRam {
     /// Maps `regions` (guest address, size).
     pub fn new(regions: &[(GuestAddress, usize)]) -> Result<Self, MemoryError> {
-        let mut ram = GuestRam { mem: GuestMemoryMmap::default(), mappings: Vec::with_capacity(regions.len()) };
+        let mut ram = GuestRam {
+            mem: GuestMemoryMmap::default(),
+            mappings: Vec::with_capacity(regions.len()),
+        };
         let mut built = Vec::with_capacity(regions.len());
         for &(guest, size) in regions {
             let host = map_aligned(size)?;
@@ -81,10 +86,12 @@ impl GuestRam {
             // the region objects (they live in `ram.mem`).
             let region = unsafe { MmapRegion::<()>::build_raw(host as *mut u8, size, PROT, FLAGS) }
                 .map_err(|e| MemoryError::Build(e.to_string()))?;
-            let region = GuestRegionMmap::new(region, guest).ok_or_else(|| MemoryError::Build("region overflows".into()))?;
+            let region = GuestRegionMmap::new(region, guest)
+                .ok_or_else(|| MemoryError::Build("region overflows".into()))?;
             built.push(region);
         }
-        ram.mem = GuestMemoryMmap::from_regions(built).map_err(|e| MemoryError::Build(e.to_string()))?;
+        ram.mem =
+            GuestMemoryMmap::from_regions(built).map_err(|e| MemoryError::Build(e.to_string()))?;
         Ok(ram)
     }
 
@@ -113,13 +120,21 @@ mod tests {
 
     #[test]
     fn regions_are_huge_page_aligned_and_usable() {
-        let ram = GuestRam::new(&[(GuestAddress(0), 8 << 20), (GuestAddress(1 << 32), 4 << 20)]).unwrap();
+        let ram =
+            GuestRam::new(&[(GuestAddress(0), 8 << 20), (GuestAddress(1 << 32), 4 << 20)]).unwrap();
         for (g, _) in [(GuestAddress(0), 0), (GuestAddress(1 << 32), 0)] {
             let host = ram.memory().get_host_address(g).unwrap() as usize;
             assert_eq!(host % HUGE_PAGE, 0);
         }
-        ram.memory().write_obj(0xdead_beef_u32, GuestAddress((1 << 32) + 16)).unwrap();
-        assert_eq!(ram.memory().read_obj::<u32>(GuestAddress((1 << 32) + 16)).unwrap(), 0xdead_beef);
+        ram.memory()
+            .write_obj(0xdead_beef_u32, GuestAddress((1 << 32) + 16))
+            .unwrap();
+        assert_eq!(
+            ram.memory()
+                .read_obj::<u32>(GuestAddress((1 << 32) + 16))
+                .unwrap(),
+            0xdead_beef
+        );
         assert!(ram.memory().read_obj::<u32>(GuestAddress(8 << 20)).is_err());
     }
 }

@@ -24,8 +24,8 @@ use crate::config::{VmConfig, MAX_CMDLINE_LEN};
 use crate::devices::pio::PioBus;
 use crate::devices::serial::{self, COM1_IRQ};
 use crate::guest_panic;
-use crate::memory::GuestRam;
 use crate::loader::{self, LoadError};
+use crate::memory::GuestRam;
 use crate::vcpu::{self, EventSink, Shared, StopReason, VcpuError};
 
 /// Errors building or running a VM.
@@ -101,6 +101,10 @@ pub struct RunReport {
     /// Set-up steps and when each finished, since `start`.
     pub setup_steps: Vec<(&'static str, Duration)>,
 }
+
+/// vCPU threads run shallow exit handlers; a small stack keeps the VMM's
+/// footprint small (a default 2 MiB stack can end up backed by a huge page).
+const VCPU_STACK_SIZE: usize = 256 << 10;
 
 /// Options that are not part of the VM's configuration.
 pub struct RunOptions {
@@ -318,6 +322,7 @@ pub fn run(config: &VmConfig, opts: RunOptions) -> Result<RunReport, VmError> {
         let shared_for_thread = shared.clone();
         match std::thread::Builder::new()
             .name(format!("vcpu{id}"))
+            .stack_size(VCPU_STACK_SIZE)
             .spawn(move || vcpu::run(fd, id as u32, shared_for_thread))
         {
             Ok(h) => threads.push(h),
