@@ -22,7 +22,7 @@ if [ ! -f "$out/initramfs.img" ]; then
   cp "$here/init.sh" "$stage/init"
   chmod 755 "$stage/init"
   # Modules in dependency order, each once.
-  modprobe --show-depends -S "$kver" -a virtio_pci 9pnet_virtio 9p kvm_amd \
+  modprobe --show-depends -S "$kver" -a virtio_pci 9pnet_virtio 9p overlay kvm_amd \
     | awk '$1 == "insmod" && !seen[$2]++ { print $2 }' > "$stage/modules.list"
   : > "$stage/modules/order"
   while read -r ko; do

@@ -10,14 +10,24 @@ mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
 for m in $(cat /modules/order); do insmod "/modules/$m" || echo "test-machine: insmod $m failed" > /dev/ttyS0; done
 scratch=$(sed -n 's/.*cocoon.scratch=\([^ ]*\).*/\1/p' /proc/cmdline)
-mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=512000,cache=loose host /host
+# The host's root, read-only over 9p, under a tmpfs overlay: every host path
+# is visible (wherever the repository was cloned), and writes land in the
+# L1's RAM, never on the host.
+mkdir -p /lower /rw
+mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=512000,cache=loose host /lower
+mount -t tmpfs -o mode=0755 tmpfs /rw
+mkdir -p /rw/upper /rw/work
+if ! mount -t overlay overlay -o lowerdir=/lower,upperdir=/rw/upper,workdir=/rw/work /host; then
+  echo "test-machine: overlay over 9p failed; host root is read-only, /tmp is empty" > /dev/ttyS0
+  mount --bind /lower /host
+  mount -t tmpfs -o mode=1777 tmpfs /host/tmp
+fi
 mount -t proc proc /host/proc
 mount -t sysfs sys /host/sys
 mount -t devtmpfs dev /host/dev
 mkdir -p /host/dev/pts /host/dev/shm
 mount -t devpts devpts /host/dev/pts
 mount -t tmpfs tmpfs /host/dev/shm
-mount -t tmpfs -o mode=1777 tmpfs /host/tmp
 mount -t tmpfs tmpfs /host/run
 mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 scratch "/host$scratch"
 mount -t cgroup2 cgroup2 /host/sys/fs/cgroup 2>/dev/null
