@@ -11,7 +11,7 @@ VMM := target/release/cocoon-vmm
 MACHINE := tests/machine/run --
 PREFIX ?= /usr/local
 
-.PHONY: all deps kernel agent initramfs vmm build demo test lint unit-test vm-test bench install clean
+.PHONY: all deps kernel agent initramfs test-initramfs vmm build demo test lint unit-test vm-test bench install clean
 
 all: build
 
@@ -27,6 +27,11 @@ agent:
 
 initramfs: agent
 	scripts/mkinitramfs.sh $(AGENT) $(BUILD)/initramfs.img
+
+# The device tests' guest program as /init of its own initramfs (test only).
+test-initramfs:
+	RUSTFLAGS='-C target-feature=+crt-static' $(CARGO) build --release --locked --target $(TRIPLE) -p cocoon-guest-test
+	scripts/mkinitramfs.sh target/$(TRIPLE)/release/cocoon-guest-test $(BUILD)/test-initramfs.img
 
 vmm:
 	$(CARGO) build --release --locked -p cocoon-vmm
@@ -47,7 +52,7 @@ unit-test:
 	$(CARGO) test --locked --workspace --exclude cocoon-tests
 
 # Integration tests that boot real Linux guests.
-vm-test: build
+vm-test: build test-initramfs
 	CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER="$(CURDIR)/tests/machine/run --" \
 		$(CARGO) test --locked --release -p cocoon-tests --test vm -- --test-threads=1
 

@@ -40,6 +40,7 @@ fn boot_once() {
         vcpus: Some(2),
         memory_mib: Some(128),
         console: Some(true),
+        ..Default::default()
     }
     .validate()
     .unwrap();

@@ -32,9 +32,83 @@ pub enum ConfigError {
     /// Memory size out of range.
     #[error("memory_mib must be between {MIN_MEMORY_MIB} and {MAX_MEMORY_MIB}, not {0}")]
     Memory(u64),
-    /// The command line contains a NUL byte or non-ASCII text.
+    /// The kernel command line contains a NUL byte or non-ASCII text.
     #[error("the kernel command line must be printable ASCII")]
     CmdlineChars,
+    /// A `--disk` flag could not be parsed.
+    #[error("invalid --disk {0:?}: expected PATH[,ro][,id=ID]")]
+    DiskFlag(String),
+    /// A drive id is too long or has characters other than [A-Za-z0-9._-].
+    #[error("drive id {0:?} must be 1-20 characters of [A-Za-z0-9._-]")]
+    DriveId(String),
+    /// Two drives share an id.
+    #[error("two drives have the id {0:?}")]
+    DuplicateDriveId(String),
+    /// A drive has an empty path.
+    #[error("a drive has an empty path")]
+    DrivePath,
+    /// More devices than the MMIO bus has slots for.
+    #[error("{0} virtio devices requested, at most {max} fit", max = crate::devices::mmio_bus::MAX_DEVICES)]
+    TooManyDevices(usize),
+}
+
+/// A virtio-blk drive as configured.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DriveConfig {
+    /// Raw image file.
+    pub path: PathBuf,
+    /// Refuse writes (default false).
+    #[serde(default)]
+    pub read_only: bool,
+    /// Drive id returned by GET_ID (default `diskN`).
+    #[serde(default)]
+    pub id: Option<String>,
+}
+
+impl DriveConfig {
+    /// Parses `PATH[,ro][,id=ID]` (the `--disk` flag).
+    pub fn parse_flag(s: &str) -> Result<Self, ConfigError> {
+        let mut parts = s.split(',');
+        let path = parts
+            .next()
+            .filter(|p| !p.is_empty())
+            .ok_or_else(|| ConfigError::DiskFlag(s.to_string()))?;
+        let mut d = DriveConfig {
+            path: PathBuf::from(path),
+            read_only: false,
+            id: None,
+        };
+        for p in parts {
+            match p {
+                "ro" => d.read_only = true,
+                "rw" => d.read_only = false,
+                _ => match p.strip_prefix("id=") {
+                    Some(id) => d.id = Some(id.to_string()),
+                    None => return Err(ConfigError::DiskFlag(s.to_string())),
+                },
+            }
+        }
+        Ok(d)
+    }
+}
+
+/// A validated drive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Drive {
+    /// Raw image file.
+    pub path: PathBuf,
+    /// Refuse writes.
+    pub read_only: bool,
+    /// Drive id (1-20 characters of [A-Za-z0-9._-]).
+    pub id: String,
+}
+
+fn valid_id(id: &str) -> bool {
+    (1..=20).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
 }
 
 /// The on-disk / on-wire form of a VM configuration. Every field but
@@ -54,6 +128,10 @@ pub struct VmConfigFile {
     pub memory_mib: Option<u64>,
     /// Put an 8250 serial console on the VMM's stdout (default false).
     pub console: Option<bool>,
+    /// virtio-blk drives, in the order the guest sees them (vda, vdb, ...).
+    pub drives: Option<Vec<DriveConfig>>,
+    /// A virtio-rng device (default true).
+    pub rng: Option<bool>,
 }
 
 impl VmConfigFile {
@@ -71,6 +149,8 @@ impl VmConfigFile {
             vcpus: other.vcpus.or(self.vcpus),
             memory_mib: other.memory_mib.or(self.memory_mib),
             console: other.console.or(self.console),
+            drives: other.drives.or(self.drives),
+            rng: other.rng.or(self.rng),
         }
     }
 
@@ -89,6 +169,29 @@ impl VmConfigFile {
         if !cmdline.bytes().all(|b| (0x20..0x7f).contains(&b)) {
             return Err(ConfigError::CmdlineChars);
         }
+        let mut drives = Vec::new();
+        for (i, d) in self.drives.unwrap_or_default().into_iter().enumerate() {
+            if d.path.as_os_str().is_empty() {
+                return Err(ConfigError::DrivePath);
+            }
+            let id = d.id.unwrap_or_else(|| format!("disk{i}"));
+            if !valid_id(&id) {
+                return Err(ConfigError::DriveId(id));
+            }
+            if drives.iter().any(|x: &Drive| x.id == id) {
+                return Err(ConfigError::DuplicateDriveId(id));
+            }
+            drives.push(Drive {
+                path: d.path,
+                read_only: d.read_only,
+                id,
+            });
+        }
+        let rng = self.rng.unwrap_or(true);
+        let devices = drives.len() + usize::from(rng);
+        if devices > crate::devices::mmio_bus::MAX_DEVICES {
+            return Err(ConfigError::TooManyDevices(devices));
+        }
         Ok(VmConfig {
             kernel,
             initrd: self.initrd,
@@ -96,6 +199,8 @@ impl VmConfigFile {
             vcpus,
             memory_mib,
             console: self.console.unwrap_or(false),
+            drives,
+            rng,
         })
     }
 }
@@ -115,6 +220,10 @@ pub struct VmConfig {
     pub memory_mib: u64,
     /// Serial console on stdout.
     pub console: bool,
+    /// virtio-blk drives.
+    pub drives: Vec<Drive>,
+    /// virtio-rng device.
+    pub rng: bool,
 }
 
 #[cfg(test)]
@@ -146,6 +255,58 @@ mod tests {
         let c = file.merge(flags).validate().unwrap();
         assert_eq!(c.vcpus, 4);
         assert_eq!(c.kernel, PathBuf::from("/k"));
+    }
+
+    #[test]
+    fn disk_flags_parse() {
+        let d = DriveConfig::parse_flag("/img,ro,id=root").unwrap();
+        assert_eq!(
+            d,
+            DriveConfig {
+                path: "/img".into(),
+                read_only: true,
+                id: Some("root".into())
+            }
+        );
+        assert!(DriveConfig::parse_flag(",ro").is_err());
+        assert!(DriveConfig::parse_flag("/img,fast").is_err());
+    }
+
+    #[test]
+    fn drives_are_validated() {
+        let base = |drives| VmConfigFile {
+            kernel: Some("/k".into()),
+            drives: Some(drives),
+            ..Default::default()
+        };
+        let d = |id: &str| DriveConfig {
+            path: "/img".into(),
+            read_only: false,
+            id: Some(id.into()),
+        };
+        assert_eq!(
+            base(vec![d("a"), d("a")]).validate(),
+            Err(ConfigError::DuplicateDriveId("a".into()))
+        );
+        assert_eq!(
+            base(vec![d(&"x".repeat(21))]).validate(),
+            Err(ConfigError::DriveId("x".repeat(21)))
+        );
+        assert_eq!(
+            base(vec![d("a b")]).validate(),
+            Err(ConfigError::DriveId("a b".into()))
+        );
+        let many: Vec<DriveConfig> = (0..19).map(|i| d(&format!("d{i}"))).collect();
+        assert_eq!(base(many).validate(), Err(ConfigError::TooManyDevices(20)));
+        let c = base(vec![DriveConfig {
+            path: "/img".into(),
+            read_only: true,
+            id: None,
+        }])
+        .validate()
+        .unwrap();
+        assert_eq!(c.drives[0].id, "disk0");
+        assert!(c.rng);
     }
 
     #[test]

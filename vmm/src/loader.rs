@@ -319,7 +319,12 @@ pub fn open_initrd(path: &Path) -> Result<(File, u64), LoadError> {
 }
 
 /// The kernel command line: what the VMM needs, then the user's part.
-pub fn build_cmdline(console: bool, ramoops: (u64, u64), user: &str) -> Result<String, LoadError> {
+pub fn build_cmdline(
+    console: bool,
+    ramoops: (u64, u64),
+    devices: &[(u64, u32)],
+    user: &str,
+) -> Result<String, LoadError> {
     let (oops_addr, oops_size) = ramoops;
     let mut parts: Vec<String> = vec![
         // Reset through the i8042 (one port write), immediately on panic.
@@ -338,6 +343,9 @@ pub fn build_cmdline(console: bool, ramoops: (u64, u64), user: &str) -> Result<S
         "ramoops.mem_address={oops_addr:#x} ramoops.mem_size={oops_size:#x} ramoops.record_size={oops_size:#x} \
          ramoops.console_size=0 ramoops.ftrace_size=0 ramoops.pmsg_size=0 ramoops.mem_type=2"
     ));
+    for (base, irq) in devices {
+        parts.push(format!("virtio_mmio.device=4K@{base:#x}:{irq}"));
+    }
     if !user.trim().is_empty() {
         parts.push(user.trim().to_string());
     }
@@ -400,18 +408,25 @@ mod tests {
 
     #[test]
     fn cmdline_carries_vmm_parameters_and_user_text() {
-        let c = build_cmdline(false, (0x7ff_0000, 0x1_0000), "quiet cocoon.mode=summary").unwrap();
+        let c = build_cmdline(
+            false,
+            (0x7ff_0000, 0x1_0000),
+            &[(0xd000_0000, 5)],
+            "quiet cocoon.mode=summary",
+        )
+        .unwrap();
+        assert!(c.contains("virtio_mmio.device=4K@0xd0000000:5"));
         assert!(c.contains("8250.nr_uarts=0"));
         assert!(c.contains("ramoops.mem_address=0x7ff0000"));
         assert!(c.ends_with("quiet cocoon.mode=summary"));
-        assert!(build_cmdline(true, (0, 0), "")
+        assert!(build_cmdline(true, (0, 0), &[], "")
             .unwrap()
             .contains("console=ttyS0"));
     }
 
     #[test]
     fn long_cmdline_is_refused() {
-        let e = build_cmdline(false, (0, 0), &"x".repeat(2000)).unwrap_err();
+        let e = build_cmdline(false, (0, 0), &[], &"x".repeat(2000)).unwrap_err();
         assert!(
             matches!(e, LoadError::CmdlineTooLong { max: 2047, .. }),
             "{e}"

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use clap::Parser;
+use cocoon_vmm::config::DriveConfig;
 use cocoon_vmm::vcpu::VmEvent;
 use cocoon_vmm::{GuestExit, RunOptions, VmConfigFile, EXIT_ERROR, EXIT_GUEST_PANIC, EXIT_OK};
 
@@ -38,6 +39,13 @@ struct Args {
     /// Serial console on stdout.
     #[arg(long)]
     console: bool,
+    /// A virtio-blk drive backed by a raw image file (repeatable; the guest
+    /// sees them as vda, vdb, ... in this order).
+    #[arg(long = "disk", value_name = "PATH[,ro][,id=ID]")]
+    disks: Vec<String>,
+    /// No virtio-rng device (there is one by default).
+    #[arg(long = "no-rng")]
+    no_rng: bool,
     /// Print VM exit counts when the guest ends.
     #[arg(long)]
     stats: bool,
@@ -68,6 +76,18 @@ fn main() {
         vcpus: args.vcpus,
         memory_mib: args.memory_mib,
         console: args.console.then_some(true),
+        drives: if args.disks.is_empty() {
+            None
+        } else {
+            Some(
+                args.disks
+                    .iter()
+                    .map(|d| DriveConfig::parse_flag(d))
+                    .collect::<Result<Vec<_>, _>>()
+                    .unwrap_or_else(|e| fail(e)),
+            )
+        },
+        rng: args.no_rng.then_some(false),
     };
     let config = file.merge(flags).validate().unwrap_or_else(|e| fail(e));
 

@@ -11,6 +11,7 @@ use kvm_ioctls::{VcpuExit, VcpuFd};
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::arch::x86_64::{cpuid, msr, regs};
+use crate::devices::mmio_bus::MmioBus;
 use crate::devices::pio::{PioBus, PioEvent};
 
 const KVM_SYSTEM_EVENT_SHUTDOWN: u32 = 1;
@@ -50,6 +51,8 @@ pub type EventSink = Arc<dyn Fn(VmEvent) + Send + Sync>;
 pub struct Shared {
     /// Port-I/O devices.
     pub bus: PioBus,
+    /// virtio-mmio devices.
+    pub mmio: MmioBus,
     /// When the VMM started (the reference for reported times).
     pub start: Instant,
     /// Set to make vCPU threads leave their loops.
@@ -67,9 +70,15 @@ pub struct Shared {
 
 impl Shared {
     /// Creates the shared state.
-    pub fn new(bus: PioBus, start: Instant, events: Option<EventSink>) -> std::io::Result<Self> {
+    pub fn new(
+        bus: PioBus,
+        mmio: MmioBus,
+        start: Instant,
+        events: Option<EventSink>,
+    ) -> std::io::Result<Self> {
         Ok(Shared {
             bus,
+            mmio,
             start,
             stop: AtomicBool::new(false),
             first_entry: OnceLock::new(),
@@ -92,14 +101,14 @@ impl Shared {
         let _ = self.stop_evt.write(1);
     }
 
-    /// Blocks until some vCPU requested an exit; returns the reason.
-    pub fn wait_for_stop(&self) -> StopReason {
-        loop {
-            let _ = self.stop_evt.read();
-            if let Some(r) = self.stop_reason.lock().ok().and_then(|r| r.clone()) {
-                return r;
-            }
-        }
+    /// The eventfd signalled when a stop is requested.
+    pub fn stop_evt(&self) -> &EventFd {
+        &self.stop_evt
+    }
+
+    /// Why the VM stops, once some vCPU asked.
+    pub fn stop_reason(&self) -> Option<StopReason> {
+        self.stop_reason.lock().ok().and_then(|r| r.clone())
     }
 
     fn on_pio_event(&self, ev: PioEvent) {
@@ -187,15 +196,15 @@ pub fn run(mut vcpu: VcpuFd, id: u32, shared: Arc<Shared>) {
                 shared.bus.read(port, data);
                 None
             }
-            // No MMIO devices yet: reads float high, writes are dropped.
-            Ok(VcpuExit::MmioRead(_, data)) => {
-                data.fill(0xff);
+            Ok(VcpuExit::MmioRead(addr, data)) => {
+                shared.mmio.read(addr, data);
                 None
             }
-            Ok(VcpuExit::MmioWrite(..))
-            | Ok(VcpuExit::Hlt)
-            | Ok(VcpuExit::IrqWindowOpen)
-            | Ok(VcpuExit::Intr) => None,
+            Ok(VcpuExit::MmioWrite(addr, data)) => {
+                shared.mmio.write(addr, data);
+                None
+            }
+            Ok(VcpuExit::Hlt) | Ok(VcpuExit::IrqWindowOpen) | Ok(VcpuExit::Intr) => None,
             Ok(VcpuExit::Shutdown) => Some(StopReason::TripleFault),
             Ok(VcpuExit::SystemEvent(kind, _)) => Some(match kind {
                 KVM_SYSTEM_EVENT_SHUTDOWN => StopReason::PowerOff,

@@ -21,12 +21,21 @@ use crate::arch::x86_64::boot::{self, InitrdPlacement};
 use crate::arch::x86_64::layout::{MemoryLayout, CMDLINE_ADDR, KVM_TSS_ADDR, MPTABLE_ADDR};
 use crate::arch::x86_64::{mptable, regs};
 use crate::config::{VmConfig, MAX_CMDLINE_LEN};
+use crate::devices::mmio_bus::{self, MmioBus};
 use crate::devices::pio::PioBus;
 use crate::devices::serial::{self, COM1_IRQ};
+use crate::devices::virtio::block::{Block, BlockConfig, BlockError};
+use crate::devices::virtio::mmio::{MmioTransport, QUEUE_NOTIFY_OFFSET};
+use crate::devices::virtio::rng::Rng;
+use crate::devices::virtio::{Interrupt, VirtioDevice};
 use crate::guest_panic;
 use crate::loader::{self, LoadError};
 use crate::memory::GuestRam;
 use crate::vcpu::{self, EventSink, Shared, StopReason, VcpuError};
+use event_manager::{EventManager, EventOps, Events, MutEventSubscriber, SubscriberOps};
+use kvm_ioctls::IoEventAddress;
+use std::sync::Mutex;
+use vmm_sys_util::epoll::EventSet;
 
 /// Errors building or running a VM.
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +81,9 @@ pub enum VmError {
     /// The guest could not continue running.
     #[error("guest stopped: {0}")]
     Guest(String),
+    /// A device could not be created.
+    #[error(transparent)]
+    Device(#[from] BlockError),
 }
 
 /// How the guest ended.
@@ -196,6 +208,8 @@ pub fn run(config: &VmConfig, opts: RunOptions) -> Result<RunReport, VmError> {
         path: config.kernel.display().to_string(),
         err,
     })?;
+    let virtio = create_virtio_devices(config)?;
+    let device_slots: Vec<(u64, u32)> = (0..virtio.len()).map(mmio_bus::slot).collect();
 
     let kvm = open_kvm()?;
     let max = kvm.get_max_vcpus().min(u32::MAX as usize) as u32;
@@ -231,7 +245,12 @@ pub fn run(config: &VmConfig, opts: RunOptions) -> Result<RunReport, VmError> {
         }
         None => None,
     };
-    let cmdline_text = loader::build_cmdline(config.console, layout.ramoops(), &config.cmdline)?;
+    let cmdline_text = loader::build_cmdline(
+        config.console,
+        layout.ramoops(),
+        &device_slots,
+        &config.cmdline,
+    )?;
     let mut cmdline = Cmdline::new(MAX_CMDLINE_LEN).map_err(|_| LoadError::CmdlineTooLong {
         len: 0,
         max: MAX_CMDLINE_LEN - 1,
@@ -288,8 +307,15 @@ pub fn run(config: &VmConfig, opts: RunOptions) -> Result<RunReport, VmError> {
         }
         (false, _) => None,
     };
+    let mut event_manager = EventManager::<Subscriber>::new().map_err(|e| {
+        VmError::Os(
+            "creating the event loop",
+            std::io::Error::other(e.to_string()),
+        )
+    })?;
+    let mmio = attach_virtio_devices(&vm, mem, virtio, &mut event_manager)?;
     let shared = Arc::new(
-        Shared::new(PioBus::new(console), start, opts.events)
+        Shared::new(PioBus::new(console), mmio, start, opts.events)
             .map_err(|e| VmError::Os("eventfd", e))?,
     );
 
@@ -334,8 +360,10 @@ pub fn run(config: &VmConfig, opts: RunOptions) -> Result<RunReport, VmError> {
         }
     }
 
-    let reason = shared.wait_for_stop();
+    let reason = run_event_loop(&mut event_manager, &shared);
     stop_vcpus(&shared, threads);
+    // Devices hold clones of the guest memory: they go before the memory.
+    drop(event_manager);
     if let Some(e) = spawn_error {
         return Err(e);
     }
@@ -369,11 +397,129 @@ pub fn run(config: &VmConfig, opts: RunOptions) -> Result<RunReport, VmError> {
         pio_exits,
         setup_steps: steps,
     };
-    // The VM (and its vCPU fds, already dropped with their threads) goes
-    // before the memory it maps.
+    // The devices, the VM (and its vCPU fds, already dropped with their
+    // threads) go before the memory they map.
+    drop(shared);
     drop(vm);
     drop(ram);
     Ok(report)
+}
+
+/// What the event loop holds: every device's event handler.
+type Subscriber = Arc<Mutex<dyn MutEventSubscriber + Send>>;
+
+/// A virtio device, seen both as a device (by its transport) and as an
+/// event subscriber (by the event loop).
+struct VirtioSlot {
+    device: Arc<Mutex<dyn VirtioDevice>>,
+    subscriber: Subscriber,
+}
+
+impl VirtioSlot {
+    fn new<D: VirtioDevice + MutEventSubscriber + 'static>(d: D) -> Self {
+        let shared = Arc::new(Mutex::new(d));
+        VirtioSlot {
+            device: shared.clone(),
+            subscriber: shared,
+        }
+    }
+}
+
+/// Creates the configured virtio devices, in slot order: drives, then rng.
+/// Opens their backends, so bad paths fail before any KVM state exists.
+fn create_virtio_devices(config: &VmConfig) -> Result<Vec<VirtioSlot>, VmError> {
+    let mut slots = Vec::new();
+    for d in &config.drives {
+        let cfg = BlockConfig {
+            path: d.path.clone(),
+            read_only: d.read_only,
+            id: d.id.clone(),
+        };
+        slots.push(VirtioSlot::new(Block::new(&cfg).map_err(VmError::Device)?));
+    }
+    if config.rng {
+        slots.push(VirtioSlot::new(
+            Rng::new().map_err(|e| VmError::Os("creating virtio-rng", e))?,
+        ));
+    }
+    Ok(slots)
+}
+
+/// Wires each device to KVM (irqfd for its interrupt, ioeventfds for its
+/// queue notifications), to the MMIO bus and to the event loop.
+fn attach_virtio_devices(
+    vm: &VmFd,
+    mem: &GuestMemoryMmap,
+    slots: Vec<VirtioSlot>,
+    event_manager: &mut EventManager<Subscriber>,
+) -> Result<MmioBus, VmError> {
+    let mut bus = MmioBus::default();
+    for (index, slot) in slots.into_iter().enumerate() {
+        let (base, irq) = mmio_bus::slot(index);
+        let irqfd = EventFd::new(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC)
+            .map_err(|e| VmError::Os("eventfd", e))?;
+        vm.register_irqfd(&irqfd, irq)
+            .map_err(|e| VmError::Kvm("KVM_IRQFD", e))?;
+        {
+            let device = slot
+                .device
+                .lock()
+                .map_err(|_| VmError::Guest("device lock poisoned".into()))?;
+            for (queue, evt) in device.queue_events().iter().enumerate() {
+                let addr = IoEventAddress::Mmio(base + QUEUE_NOTIFY_OFFSET);
+                vm.register_ioevent(evt, &addr, queue as u32)
+                    .map_err(|e| VmError::Kvm("KVM_IOEVENTFD", e))?;
+            }
+        }
+        bus.push(MmioTransport::new(
+            slot.device,
+            mem.clone(),
+            Interrupt::new(irqfd),
+        ));
+        event_manager.add_subscriber(slot.subscriber);
+    }
+    Ok(bus)
+}
+
+/// Watches the stop eventfd from inside the event loop.
+struct StopWatcher {
+    shared: Arc<Shared>,
+    reason: Option<StopReason>,
+}
+
+impl MutEventSubscriber for StopWatcher {
+    fn process(&mut self, _events: Events, _ops: &mut EventOps) {
+        let _ = self.shared.stop_evt().read();
+        if self.reason.is_none() {
+            self.reason = self.shared.stop_reason();
+        }
+    }
+
+    fn init(&mut self, ops: &mut EventOps) {
+        let _ = ops.add(Events::new(self.shared.stop_evt(), EventSet::IN));
+    }
+}
+
+/// Runs the device event loop on this thread until a vCPU asks the VM to
+/// stop; returns why.
+fn run_event_loop(
+    event_manager: &mut EventManager<Subscriber>,
+    shared: &Arc<Shared>,
+) -> StopReason {
+    let watcher = Arc::new(Mutex::new(StopWatcher {
+        shared: shared.clone(),
+        reason: None,
+    }));
+    event_manager.add_subscriber(watcher.clone());
+    loop {
+        if event_manager.run().is_err() {
+            // epoll itself failed: nothing can be served any more.
+            return StopReason::Error("the device event loop failed".into());
+        }
+        if let Some(reason) = watcher.lock().ok().and_then(|w| w.reason.clone()) {
+            return reason;
+        }
+    }
 }
 
 fn write_boot_params(

@@ -1,0 +1,222 @@
+//! cocoon-guest-test: /init of the device-test initramfs. Runs the steps
+//! named on the kernel command line (`cocoon.test=step,step,...`), prints
+//! one `cocoon-test:` line per step on the console, and powers the VM off
+//! through the VMM's debug port. Test infrastructure, not product.
+//!
+//! Steps: `disks` (every virtio disk: size, id, read-only flag),
+//! `read:DEV` (checksum of the whole device), `write:DEV:SEED:MIB` (write a
+//! pattern, fsync), `rowrite:DEV` (try to write a read-only device),
+//! `forcewrite:DEV` (clear the kernel's read-only flag, write with O_DIRECT),
+//! `rng:KIB` (read /dev/hwrng), `getrandom` (is the pool ready at once?).
+
+#![cfg_attr(not(test), no_main)]
+
+use std::ffi::CString;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+
+use cocoon_guest_test::{Fnv, Pattern};
+
+const DEBUG_PORT: u16 = 0x0cc0;
+const POWER_OFF: u8 = 0x02;
+
+fn say(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "cocoon-test: {line}");
+    let _ = out.flush();
+}
+
+fn mount(source: &str, target: &str, fstype: &str) {
+    let _ = std::fs::create_dir_all(target);
+    if let (Ok(s), Ok(t), Ok(f)) = (CString::new(source), CString::new(target), CString::new(fstype)) {
+        // SAFETY: valid NUL-terminated strings; null data is allowed.
+        unsafe { libc::mount(s.as_ptr(), t.as_ptr(), f.as_ptr(), 0, std::ptr::null()) };
+    }
+}
+
+fn console() {
+    if let Ok(p) = CString::new("/dev/console") {
+        // SAFETY: valid path; the fd is checked.
+        let fd = unsafe { libc::open(p.as_ptr(), libc::O_RDWR | libc::O_NOCTTY) };
+        if fd >= 0 {
+            for t in 0..3 {
+                // SAFETY: fd is open.
+                unsafe { libc::dup2(fd, t) };
+            }
+        }
+    }
+}
+
+fn power_off() -> ! {
+    // SAFETY: no preconditions.
+    unsafe {
+        libc::tcdrain(1);
+        libc::sync();
+        if libc::ioperm(libc::c_ulong::from(DEBUG_PORT), 1, 1) == 0 {
+            core::arch::asm!("out dx, al", in("dx") DEBUG_PORT, in("al") POWER_OFF, options(nomem, nostack, preserves_flags));
+        }
+        libc::reboot(libc::RB_AUTOBOOT);
+    }
+    std::process::exit(1)
+}
+
+fn read_sys(path: &str) -> String {
+    std::fs::read_to_string(path).map(|s| s.trim().to_string()).unwrap_or_else(|_| "-".into())
+}
+
+fn disks() {
+    let mut names: Vec<String> = std::fs::read_dir("/sys/block")
+        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().to_string()).collect())
+        .unwrap_or_default();
+    names.retain(|n| n.starts_with("vd"));
+    names.sort();
+    for n in names {
+        say(&format!(
+            "disk {n} sectors={} serial={} ro={}",
+            read_sys(&format!("/sys/block/{n}/size")),
+            read_sys(&format!("/sys/block/{n}/serial")),
+            read_sys(&format!("/sys/block/{n}/ro"))
+        ));
+    }
+}
+
+fn read_dev(dev: &str) -> Result<String, std::io::Error> {
+    let mut f = File::open(format!("/dev/{dev}"))?;
+    let mut h = Fnv::default();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0u64;
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+        total += n as u64;
+    }
+    Ok(format!("read {dev} bytes={total} sum={:016x}", h.value()))
+}
+
+fn write_dev(dev: &str, seed: u64, mib: u64) -> Result<String, std::io::Error> {
+    let mut f = OpenOptions::new().write(true).open(format!("/dev/{dev}"))?;
+    let mut p = Pattern::new(seed);
+    let mut h = Fnv::default();
+    let mut buf = vec![0u8; 1 << 20];
+    for _ in 0..mib {
+        p.fill(&mut buf);
+        f.write_all(&buf)?;
+        h.update(&buf);
+    }
+    f.sync_all()?;
+    Ok(format!("write {dev} bytes={} sum={:016x}", mib << 20, h.value()))
+}
+
+fn ro_write(dev: &str) -> String {
+    let r = OpenOptions::new().write(true).open(format!("/dev/{dev}")).and_then(|mut f| {
+        f.write_all(&[0xffu8; 4096])?;
+        f.sync_all()
+    });
+    match r {
+        Ok(()) => format!("rowrite {dev} result=written"),
+        Err(e) => format!("rowrite {dev} result=refused errno={}", e.raw_os_error().unwrap_or(0)),
+    }
+}
+
+/// Clears the kernel's read-only flag on `dev` (BLKROSET) and writes with
+/// O_DIRECT, so the request reaches the device: a read-only virtio disk
+/// must fail it.
+fn force_write(dev: &str) -> String {
+    const BLKROSET: libc::c_ulong = 0x125d;
+    let path = format!("/dev/{dev}");
+    let r = File::open(&path).and_then(|f| {
+        let zero: libc::c_int = 0;
+        // SAFETY: BLKROSET reads one int from the pointer, which is valid.
+        if unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&f), BLKROSET, &zero) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let mut w = std::os::unix::fs::OpenOptionsExt::custom_flags(OpenOptions::new().write(true), libc::O_DIRECT).open(&path)?;
+        let layout = std::alloc::Layout::from_size_align(4096, 4096).map_err(std::io::Error::other)?;
+        // O_DIRECT needs an aligned buffer.
+        let mut buf = vec![0u8; 8192];
+        let off = buf.as_ptr().align_offset(layout.align());
+        buf[off..off + 4096].fill(0xee);
+        w.write_all(&buf[off..off + 4096])?;
+        w.sync_all()
+    });
+    match r {
+        Ok(()) => format!("forcewrite {dev} result=written"),
+        Err(e) => format!("forcewrite {dev} result=refused errno={}", e.raw_os_error().unwrap_or(0)),
+    }
+}
+
+fn rng(kib: u64) -> Result<String, std::io::Error> {
+    let mut f = File::open("/dev/hwrng")?;
+    let mut buf = vec![0u8; (kib as usize) << 10];
+    f.read_exact(&mut buf)?;
+    let zeros = buf.iter().filter(|&&b| b == 0).count();
+    let mut h = Fnv::default();
+    h.update(&buf);
+    Ok(format!(
+        "rng bytes={} zero_bytes={zeros} sum={:016x} source={}",
+        buf.len(),
+        h.value(),
+        read_sys("/sys/class/misc/hw_random/rng_current")
+    ))
+}
+
+fn getrandom_ready() -> String {
+    let mut b = [0u8; 16];
+    // SAFETY: b is a live buffer of the given length.
+    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), libc::GRND_NONBLOCK) };
+    if n == 16 {
+        "getrandom ready=yes".into()
+    } else {
+        format!("getrandom ready=no errno={}", std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
+    }
+}
+
+fn step(s: &str) {
+    let parts: Vec<&str> = s.split(':').collect();
+    let out = match parts.as_slice() {
+        ["disks"] => {
+            disks();
+            return;
+        }
+        ["read", dev] => read_dev(dev).unwrap_or_else(|e| format!("read {dev} error={e}")),
+        ["write", dev, seed, mib] => match (seed.parse(), mib.parse()) {
+            (Ok(seed), Ok(mib)) => write_dev(dev, seed, mib).unwrap_or_else(|e| format!("write {dev} error={e}")),
+            _ => format!("bad step {s}"),
+        },
+        ["rowrite", dev] => ro_write(dev),
+        ["forcewrite", dev] => force_write(dev),
+        ["rng", kib] => match kib.parse() {
+            Ok(k) => rng(k).unwrap_or_else(|e| format!("rng error={e}")),
+            Err(_) => format!("bad step {s}"),
+        },
+        ["getrandom"] => getrandom_ready(),
+        _ => format!("bad step {s}"),
+    };
+    say(&out);
+}
+
+/// Entry point (no std runtime start-up: PID 1 may have no stdio).
+#[cfg(not(test))]
+#[no_mangle]
+pub extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) -> libc::c_int {
+    mount("devtmpfs", "/dev", "devtmpfs");
+    console();
+    mount("proc", "/proc", "proc");
+    mount("sysfs", "/sys", "sysfs");
+    // First, before anything could have waited for entropy.
+    let ready = getrandom_ready();
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    let steps = cmdline.split_whitespace().find_map(|w| w.strip_prefix("cocoon.test=")).unwrap_or("");
+    for s in steps.split(',').filter(|s| !s.is_empty()) {
+        if s == "getrandom" {
+            say(&ready);
+        } else {
+            step(s);
+        }
+    }
+    say("done");
+    power_off()
+}
