@@ -40,6 +40,12 @@ pub fn initrd() -> PathBuf {
     artefact("COCOON_INITRD", "build/initramfs.img")
 }
 
+/// The device-test initramfs (`build/test-initramfs.img`, or
+/// `$COCOON_TEST_INITRD`): the guest test program as /init.
+pub fn test_initrd() -> PathBuf {
+    artefact("COCOON_TEST_INITRD", "build/test-initramfs.img")
+}
+
 /// The VMM binary (`target/release/cocoon-vmm`, or `$COCOON_VMM`).
 pub fn vmm_bin() -> PathBuf {
     artefact("COCOON_VMM", "target/release/cocoon-vmm")

@@ -169,10 +169,7 @@ mod tests {
         let c = ImageConfig::parse(&digest(), json).unwrap();
         assert_eq!(c.os, "linux");
         assert_eq!(c.architecture, "amd64");
-        assert_eq!(
-            c.process.args(),
-            ["/bin/tini", "--", "sh", "-c", "echo hi"]
-        );
+        assert_eq!(c.process.args(), ["/bin/tini", "--", "sh", "-c", "echo hi"]);
         assert_eq!(
             c.process.args_with(&["true".to_owned()]),
             ["/bin/tini", "--", "true"]
@@ -185,7 +182,8 @@ mod tests {
 
     #[test]
     fn missing_config_section_means_root_in_slash() {
-        let json = br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+        let json =
+            br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
         let c = ImageConfig::parse(&digest(), json).unwrap();
         assert_eq!(c.process.working_dir, "/");
         assert!(c.process.args().is_empty());

@@ -22,7 +22,6 @@
 //!
 //! This module does not know what a manifest, layer or tag is.
 
-use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
@@ -85,7 +84,7 @@ pub enum StoreError {
     },
 }
 
-fn io_err(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
+fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StoreError + 'a {
     move |source| StoreError::Io {
         op,
         path: path.to_owned(),
@@ -541,7 +540,10 @@ pub(crate) fn remove_file_if_exists(path: &Path) -> Result<(), StoreError> {
 }
 
 pub(crate) fn sync_parent(path: &Path) -> Result<(), StoreError> {
-    let parent = path.parent().unwrap_or(Path::new("/"));
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
     let dir = File::open(parent).map_err(io_err("open", parent))?;
     dir.sync_all().map_err(io_err("fsync", parent))
 }
@@ -561,12 +563,6 @@ fn unique_name(kind: &str) -> String {
 
 fn libc_o_nofollow() -> i32 {
     OFlags::NOFOLLOW.bits() as i32
-}
-
-/// True when `name` is a plain file name (no separator, not `.`/`..`).
-pub(crate) fn is_plain_name(name: &OsStr) -> bool {
-    let b = name.as_encoded_bytes();
-    !b.is_empty() && b != b"." && b != b".." && !b.contains(&b'/') && !b.contains(&0)
 }
 
 #[cfg(test)]

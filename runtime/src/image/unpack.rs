@@ -167,7 +167,7 @@ impl Rootfs {
     /// Applies the layer blob `blob` (named `layer` in errors) on top of the
     /// tree. When `diff_id` is given, the uncompressed stream must hash to it.
     /// On error the tree is left half-changed: callers throw it away.
-    pub fn apply_layer<R: Read>(
+    pub fn apply_layer<'r, R: Read + 'r>(
         &self,
         layer: &Digest,
         blob: R,
@@ -181,16 +181,18 @@ impl Rootfs {
             message: e.to_string(),
         })?;
         let compression = Compression::sniff(head);
-        let decoder: Box<dyn Read> = match compression {
+        let decoder: Box<dyn Read + 'r> = match compression {
             Compression::None => Box::new(blob),
             Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(blob)),
-            Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(blob).map_err(
-                |e| UnpackError::Decompress {
-                    layer: layer.clone(),
-                    compression: "zstd",
-                    message: e.to_string(),
-                },
-            )?),
+            Compression::Zstd => {
+                Box::new(zstd::stream::read::Decoder::with_buffer(blob).map_err(|e| {
+                    UnpackError::Decompress {
+                        layer: layer.clone(),
+                        compression: "zstd",
+                        message: e.to_string(),
+                    }
+                })?)
+            }
         };
         let tracked = Tracked {
             inner: decoder,
@@ -252,12 +254,12 @@ impl Rootfs {
 
 /// Remembers the first error of the decoder (or blob read) below tar, so a
 /// failure can be blamed on the right layer of the stream.
-struct Tracked {
-    inner: Box<dyn Read>,
+struct Tracked<'r> {
+    inner: Box<dyn Read + 'r>,
     failure: Rc<RefCell<Option<String>>>,
 }
 
-impl Read for Tracked {
+impl Read for Tracked<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.inner.read(buf).inspect_err(|e| {
             let mut slot = self.failure.borrow_mut();
@@ -383,7 +385,9 @@ impl Layer<'_> {
         let Some((name, parent_comps)) = comps.split_last() else {
             // The root itself ("./"): only its metadata can change.
             if kind != tar::EntryType::Directory {
-                return Err(self.refused(&raw, "entry would replace the root directory").into());
+                return Err(self
+                    .refused(&raw, "entry would replace the root directory")
+                    .into());
             }
             let meta = self.meta(entry, &raw)?;
             let root = rustix::io::dup(self.root).map_err(self.io(&raw, "dup root"))?;
@@ -393,7 +397,9 @@ impl Layer<'_> {
         };
 
         if let Some(target) = name.strip_prefix(b".wh.") {
-            return self.whiteout(parent_comps, target, &raw).map_err(Into::into);
+            return self
+                .whiteout(parent_comps, target, &raw)
+                .map_err(Into::into);
         }
 
         let parent = self.walk(parent_comps, true, &raw)?;
@@ -478,7 +484,9 @@ impl Layer<'_> {
                 }
                 let tparent = self.walk(tparent_comps, false, &target_raw)?;
                 match self.stat(&tparent, tname, &target_raw)? {
-                    None => return Err(self.refused(&raw, "hard link target does not exist").into()),
+                    None => {
+                        return Err(self.refused(&raw, "hard link target does not exist").into())
+                    }
                     Some(t) if t.is_dir() => {
                         return Err(self.refused(&raw, "hard link to a directory").into())
                     }
@@ -538,7 +546,12 @@ impl Layer<'_> {
     }
 
     /// Handles `.wh.<target>` and `.wh..wh..opq` in directory `parent`.
-    fn whiteout(&mut self, parent: &[Vec<u8>], target: &[u8], raw: &[u8]) -> Result<(), UnpackError> {
+    fn whiteout(
+        &mut self,
+        parent: &[Vec<u8>],
+        target: &[u8],
+        raw: &[u8],
+    ) -> Result<(), UnpackError> {
         if target == b".wh..opq" {
             let dir = self.walk(parent, true, raw)?;
             let prefix = parent.to_vec();
@@ -575,7 +588,12 @@ impl Layer<'_> {
 
     /// Removes everything under `dir` (at `prefix`) that this layer did not
     /// write: what an opaque directory hides.
-    fn clear_lower(&self, dir: &OwnedFd, prefix: &[Vec<u8>], raw: &[u8]) -> Result<(), UnpackError> {
+    fn clear_lower(
+        &self,
+        dir: &OwnedFd,
+        prefix: &[Vec<u8>],
+        raw: &[u8],
+    ) -> Result<(), UnpackError> {
         for name in self.children(dir, raw)? {
             let mut path = prefix.to_vec();
             path.push(name.clone());
@@ -592,7 +610,12 @@ impl Layer<'_> {
 
     /// Opens the directory at `comps` below the root without following any
     /// symlink, creating missing directories when `create` is set.
-    fn walk(&mut self, comps: &[Vec<u8>], create: bool, raw: &[u8]) -> Result<OwnedFd, UnpackError> {
+    fn walk(
+        &mut self,
+        comps: &[Vec<u8>],
+        create: bool,
+        raw: &[u8],
+    ) -> Result<OwnedFd, UnpackError> {
         let mut dir = rustix::io::dup(self.root).map_err(self.io(raw, "dup root"))?;
         for (i, c) in comps.iter().enumerate() {
             let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
@@ -610,7 +633,9 @@ impl Layer<'_> {
                     self.mark_written(&comps[..=i]);
                     fd
                 }
-                Err(Errno::LOOP) => return Err(self.refused(raw, "a parent directory is a symlink")),
+                Err(Errno::LOOP) => {
+                    return Err(self.refused(raw, "a parent directory is a symlink"))
+                }
                 Err(Errno::NOTDIR) => {
                     let reason = match self.stat(&dir, c, raw)? {
                         Some(t) if t.is_symlink() => "a parent directory is a symlink",
@@ -633,12 +658,19 @@ impl Layer<'_> {
             Mode::empty(),
         )
         .map_err(|e| match e {
-            Errno::LOOP | Errno::NOTDIR => self.refused(raw, "expected a directory, found something else"),
+            Errno::LOOP | Errno::NOTDIR => {
+                self.refused(raw, "expected a directory, found something else")
+            }
             e => self.io(raw, "open directory")(e),
         })
     }
 
-    fn stat(&self, dir: &OwnedFd, name: &[u8], raw: &[u8]) -> Result<Option<FileType>, UnpackError> {
+    fn stat(
+        &self,
+        dir: &OwnedFd,
+        name: &[u8],
+        raw: &[u8],
+    ) -> Result<Option<FileType>, UnpackError> {
         match rustix::fs::statat(dir, os(name), AtFlags::SYMLINK_NOFOLLOW) {
             Ok(st) => Ok(Some(FileType::from_raw_mode(st.st_mode))),
             Err(Errno::NOENT) => Ok(None),
@@ -732,16 +764,21 @@ impl Layer<'_> {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(EntryError::Stream(e)),
             };
-            file.write_all(&buf[..n]).map_err(|source| UnpackError::Io {
-                layer: self.digest.clone(),
-                path: String::from_utf8_lossy(raw).into_owned(),
-                op: "write",
-                source,
-            })?;
+            file.write_all(&buf[..n])
+                .map_err(|source| UnpackError::Io {
+                    layer: self.digest.clone(),
+                    path: String::from_utf8_lossy(raw).into_owned(),
+                    op: "write",
+                    source,
+                })?;
         }
     }
 
-    fn meta<R: Read>(&self, entry: &mut tar::Entry<'_, R>, raw: &[u8]) -> Result<Meta, UnpackError> {
+    fn meta<R: Read>(
+        &self,
+        entry: &mut tar::Entry<'_, R>,
+        raw: &[u8],
+    ) -> Result<Meta, UnpackError> {
         let bad = |reason| self.refused(raw, reason);
         let h = entry.header();
         let mode = h.mode().map_err(|_| bad("bad mode field"))? & 0o7777;
@@ -763,8 +800,12 @@ impl Layer<'_> {
                 match key {
                     b"uid" => uid = parse_u64(value).ok_or_else(|| bad("bad PAX uid"))?,
                     b"gid" => gid = parse_u64(value).ok_or_else(|| bad("bad PAX gid"))?,
-                    b"mtime" => mtime = parse_pax_time(value).ok_or_else(|| bad("bad PAX mtime"))?,
-                    b"atime" => atime = Some(parse_pax_time(value).ok_or_else(|| bad("bad PAX atime"))?),
+                    b"mtime" => {
+                        mtime = parse_pax_time(value).ok_or_else(|| bad("bad PAX mtime"))?
+                    }
+                    b"atime" => {
+                        atime = Some(parse_pax_time(value).ok_or_else(|| bad("bad PAX atime"))?)
+                    }
                     _ => {
                         if let Some(name) = key.strip_prefix(b"SCHILY.xattr.") {
                             if xattr_allowed(name) {
@@ -877,7 +918,10 @@ mod tests {
 
     #[test]
     fn paths_are_split_into_plain_names() {
-        assert_eq!(parse_path(b"./a//b/./c/").unwrap(), vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec()]);
+        assert_eq!(
+            parse_path(b"./a//b/./c/").unwrap(),
+            vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec()]
+        );
         assert!(parse_path(b"./").unwrap().is_empty());
         assert_eq!(parse_path(b"../x"), Err("'..' component"));
         assert_eq!(parse_path(b"a/../../x"), Err("'..' component"));
@@ -888,7 +932,10 @@ mod tests {
     #[test]
     fn compression_is_sniffed() {
         assert_eq!(Compression::sniff(&[0x1f, 0x8b, 8]), Compression::Gzip);
-        assert_eq!(Compression::sniff(&[0x28, 0xb5, 0x2f, 0xfd]), Compression::Zstd);
+        assert_eq!(
+            Compression::sniff(&[0x28, 0xb5, 0x2f, 0xfd]),
+            Compression::Zstd
+        );
         assert_eq!(Compression::sniff(b"etc/"), Compression::None);
         assert_eq!(Compression::sniff(b""), Compression::None);
     }

@@ -10,6 +10,7 @@
 //! `rng:KIB` (read /dev/hwrng), `getrandom` (is the pool ready at once?).
 
 #![cfg_attr(not(test), no_main)]
+#![cfg_attr(test, allow(dead_code))]
 
 use std::ffi::CString;
 use std::fs::{File, OpenOptions};
@@ -28,7 +29,11 @@ fn say(line: &str) {
 
 fn mount(source: &str, target: &str, fstype: &str) {
     let _ = std::fs::create_dir_all(target);
-    if let (Ok(s), Ok(t), Ok(f)) = (CString::new(source), CString::new(target), CString::new(fstype)) {
+    if let (Ok(s), Ok(t), Ok(f)) = (
+        CString::new(source),
+        CString::new(target),
+        CString::new(fstype),
+    ) {
         // SAFETY: valid NUL-terminated strings; null data is allowed.
         unsafe { libc::mount(s.as_ptr(), t.as_ptr(), f.as_ptr(), 0, std::ptr::null()) };
     }
@@ -61,12 +66,18 @@ fn power_off() -> ! {
 }
 
 fn read_sys(path: &str) -> String {
-    std::fs::read_to_string(path).map(|s| s.trim().to_string()).unwrap_or_else(|_| "-".into())
+    std::fs::read_to_string(path)
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "-".into())
 }
 
 fn disks() {
     let mut names: Vec<String> = std::fs::read_dir("/sys/block")
-        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().to_string()).collect())
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().to_string())
+                .collect()
+        })
         .unwrap_or_default();
     names.retain(|n| n.starts_with("vd"));
     names.sort();
@@ -107,17 +118,27 @@ fn write_dev(dev: &str, seed: u64, mib: u64) -> Result<String, std::io::Error> {
         h.update(&buf);
     }
     f.sync_all()?;
-    Ok(format!("write {dev} bytes={} sum={:016x}", mib << 20, h.value()))
+    Ok(format!(
+        "write {dev} bytes={} sum={:016x}",
+        mib << 20,
+        h.value()
+    ))
 }
 
 fn ro_write(dev: &str) -> String {
-    let r = OpenOptions::new().write(true).open(format!("/dev/{dev}")).and_then(|mut f| {
-        f.write_all(&[0xffu8; 4096])?;
-        f.sync_all()
-    });
+    let r = OpenOptions::new()
+        .write(true)
+        .open(format!("/dev/{dev}"))
+        .and_then(|mut f| {
+            f.write_all(&[0xffu8; 4096])?;
+            f.sync_all()
+        });
     match r {
         Ok(()) => format!("rowrite {dev} result=written"),
-        Err(e) => format!("rowrite {dev} result=refused errno={}", e.raw_os_error().unwrap_or(0)),
+        Err(e) => format!(
+            "rowrite {dev} result=refused errno={}",
+            e.raw_os_error().unwrap_or(0)
+        ),
     }
 }
 
@@ -133,8 +154,13 @@ fn force_write(dev: &str) -> String {
         if unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&f), BLKROSET, &zero) } != 0 {
             return Err(std::io::Error::last_os_error());
         }
-        let mut w = std::os::unix::fs::OpenOptionsExt::custom_flags(OpenOptions::new().write(true), libc::O_DIRECT).open(&path)?;
-        let layout = std::alloc::Layout::from_size_align(4096, 4096).map_err(std::io::Error::other)?;
+        let mut w = std::os::unix::fs::OpenOptionsExt::custom_flags(
+            OpenOptions::new().write(true),
+            libc::O_DIRECT,
+        )
+        .open(&path)?;
+        let layout =
+            std::alloc::Layout::from_size_align(4096, 4096).map_err(std::io::Error::other)?;
         // O_DIRECT needs an aligned buffer.
         let mut buf = vec![0u8; 8192];
         let off = buf.as_ptr().align_offset(layout.align());
@@ -144,7 +170,10 @@ fn force_write(dev: &str) -> String {
     });
     match r {
         Ok(()) => format!("forcewrite {dev} result=written"),
-        Err(e) => format!("forcewrite {dev} result=refused errno={}", e.raw_os_error().unwrap_or(0)),
+        Err(e) => format!(
+            "forcewrite {dev} result=refused errno={}",
+            e.raw_os_error().unwrap_or(0)
+        ),
     }
 }
 
@@ -170,7 +199,10 @@ fn getrandom_ready() -> String {
     if n == 16 {
         "getrandom ready=yes".into()
     } else {
-        format!("getrandom ready=no errno={}", std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
+        format!(
+            "getrandom ready=no errno={}",
+            std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+        )
     }
 }
 
@@ -183,7 +215,9 @@ fn step(s: &str) {
         }
         ["read", dev] => read_dev(dev).unwrap_or_else(|e| format!("read {dev} error={e}")),
         ["write", dev, seed, mib] => match (seed.parse(), mib.parse()) {
-            (Ok(seed), Ok(mib)) => write_dev(dev, seed, mib).unwrap_or_else(|e| format!("write {dev} error={e}")),
+            (Ok(seed), Ok(mib)) => {
+                write_dev(dev, seed, mib).unwrap_or_else(|e| format!("write {dev} error={e}"))
+            }
             _ => format!("bad step {s}"),
         },
         ["rowrite", dev] => ro_write(dev),
@@ -209,7 +243,10 @@ pub extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) ->
     // First, before anything could have waited for entropy.
     let ready = getrandom_ready();
     let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
-    let steps = cmdline.split_whitespace().find_map(|w| w.strip_prefix("cocoon.test=")).unwrap_or("");
+    let steps = cmdline
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("cocoon.test="))
+        .unwrap_or("");
     for s in steps.split(',').filter(|s| !s.is_empty()) {
         if s == "getrandom" {
             say(&ready);

@@ -100,7 +100,7 @@ impl Register {
                 Register::Invalid
             };
         }
-        if len != 4 || offset % 4 != 0 {
+        if len != 4 || !offset.is_multiple_of(4) {
             return Register::Invalid;
         }
         match offset {
@@ -260,13 +260,13 @@ impl MmioTransport {
         match reg {
             Register::DeviceFeaturesSel => self.features_sel = v,
             Register::DriverFeaturesSel => self.driver_features_sel = v,
-            Register::DriverFeatures => {
-                if self.status & status::DRIVER != 0 && self.status & status::FEATURES_OK == 0 {
-                    match self.driver_features_sel {
-                        0 => self.acked = (self.acked & !0xffff_ffff) | u64::from(v),
-                        1 => self.acked = (self.acked & 0xffff_ffff) | (u64::from(v) << 32),
-                        _ => {}
-                    }
+            Register::DriverFeatures
+                if self.status & status::DRIVER != 0 && self.status & status::FEATURES_OK == 0 =>
+            {
+                match self.driver_features_sel {
+                    0 => self.acked = (self.acked & !0xffff_ffff) | u64::from(v),
+                    1 => self.acked = (self.acked & 0xffff_ffff) | (u64::from(v) << 32),
+                    _ => {}
                 }
             }
             Register::QueueSel => self.queue_sel = v,
@@ -314,14 +314,12 @@ impl MmioTransport {
                     }
                 }
             }
-            Register::QueueNotify => {
-                // Normally caught by an ioeventfd in KVM; a write KVM did not
-                // match (e.g. a queue index past the end) lands here.
-                if self.active {
-                    if let Ok(d) = self.device.lock() {
-                        if let Some(evt) = d.queue_events().get(v as usize) {
-                            let _ = evt.write(1);
-                        }
+            // Normally caught by an ioeventfd in KVM; a write KVM did not
+            // match (e.g. a queue index past the end) lands here.
+            Register::QueueNotify if self.active => {
+                if let Ok(d) = self.device.lock() {
+                    if let Some(evt) = d.queue_events().get(v as usize) {
+                        let _ = evt.write(1);
                     }
                 }
             }

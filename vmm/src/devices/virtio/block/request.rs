@@ -191,7 +191,7 @@ where
 
     match kind {
         RequestType::In | RequestType::Out => {
-            if data_len % SECTOR_SIZE != 0 {
+            if !data_len.is_multiple_of(SECTOR_SIZE) {
                 return fail(RequestError::Misaligned(data_len));
             }
             let end = sector.checked_add(data_len / SECTOR_SIZE);
@@ -431,7 +431,7 @@ pub(crate) mod tests {
         header(&m, T_OUT, 0);
         let e = parse_chain(
             &m,
-            &[desc(HDR, 16, 0), desc(DATA, 100, 0), desc(STATUS, 1, 0 | W)],
+            &[desc(HDR, 16, 0), desc(DATA, 100, 0), desc(STATUS, 1, W)],
             100,
         )
         .unwrap_err();
