@@ -4,7 +4,7 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use cocoon_tests::{initrd, kernel, require_linux_kvm};
+use cocoon_tests::{initrd, kernel, require_linux_kvm, BOOT_DEADLINE};
 use cocoon_vmm::{GuestExit, RunOptions, VmConfigFile};
 
 #[derive(Clone, Default)]
@@ -36,7 +36,7 @@ fn boot_once() {
     let config = VmConfigFile {
         kernel: Some(kernel()),
         initrd: Some(initrd()),
-        cmdline: Some("quiet cocoon.mode=summary".into()),
+        cmdline: Some("cocoon.mode=summary".into()),
         vcpus: Some(2),
         memory_mib: Some(128),
         console: Some(true),
@@ -50,8 +50,19 @@ fn boot_once() {
         console: Some(Box::new(out.clone())),
         events: None,
     };
-    let report = cocoon_vmm::run(&config, opts).expect("boot");
+    // A deadline, so a guest that hangs fails the test with its console
+    // instead of hanging the run.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let runner = std::thread::spawn(move || {
+        let _ = tx.send(cocoon_vmm::run(&config, opts));
+    });
+    let result = rx.recv_timeout(BOOT_DEADLINE);
     let text = String::from_utf8_lossy(&out.0.lock().unwrap()).to_string();
+    let report = match result {
+        Ok(r) => r.expect("boot"),
+        Err(_) => panic!("the guest did not stop within {BOOT_DEADLINE:?}; console:\n{text}"),
+    };
+    runner.join().unwrap();
     assert_eq!(report.exit, GuestExit::PowerOff, "{text}");
     assert!(text.contains("cocoon-agent: summary cpus=2"), "{text}");
     assert!(report.boot_complete.is_some());

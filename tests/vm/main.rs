@@ -6,3 +6,4 @@
 mod boot;
 mod lifecycle;
 mod virtio;
+mod vsock;

@@ -47,6 +47,9 @@ pub enum ConfigError {
     /// A drive has an empty path.
     #[error("a drive has an empty path")]
     DrivePath,
+    /// The vsock socket path is empty.
+    #[error("the vsock socket path is empty")]
+    VsockPath,
     /// More devices than the MMIO bus has slots for.
     #[error("{0} virtio devices requested, at most {max} fit", max = crate::devices::mmio_bus::MAX_DEVICES)]
     TooManyDevices(usize),
@@ -132,6 +135,8 @@ pub struct VmConfigFile {
     pub drives: Option<Vec<DriveConfig>>,
     /// A virtio-rng device (default true).
     pub rng: Option<bool>,
+    /// A virtio-vsock device (guest CID 3) bridged to this Unix socket.
+    pub vsock: Option<PathBuf>,
 }
 
 impl VmConfigFile {
@@ -151,6 +156,7 @@ impl VmConfigFile {
             console: other.console.or(self.console),
             drives: other.drives.or(self.drives),
             rng: other.rng.or(self.rng),
+            vsock: other.vsock.or(self.vsock),
         }
     }
 
@@ -188,7 +194,14 @@ impl VmConfigFile {
             });
         }
         let rng = self.rng.unwrap_or(true);
-        let devices = drives.len() + usize::from(rng);
+        if self
+            .vsock
+            .as_ref()
+            .is_some_and(|p| p.as_os_str().is_empty())
+        {
+            return Err(ConfigError::VsockPath);
+        }
+        let devices = drives.len() + usize::from(rng) + usize::from(self.vsock.is_some());
         if devices > crate::devices::mmio_bus::MAX_DEVICES {
             return Err(ConfigError::TooManyDevices(devices));
         }
@@ -201,6 +214,7 @@ impl VmConfigFile {
             console: self.console.unwrap_or(false),
             drives,
             rng,
+            vsock: self.vsock,
         })
     }
 }
@@ -224,6 +238,8 @@ pub struct VmConfig {
     pub drives: Vec<Drive>,
     /// virtio-rng device.
     pub rng: bool,
+    /// virtio-vsock host socket.
+    pub vsock: Option<PathBuf>,
 }
 
 #[cfg(test)]

@@ -46,6 +46,11 @@ struct Args {
     /// No virtio-rng device (there is one by default).
     #[arg(long = "no-rng")]
     no_rng: bool,
+    /// A virtio-vsock device (guest CID 3) bridged to this Unix socket:
+    /// host clients connect here and send `CONNECT <port>\n`; guest
+    /// connections to port P go to `PATH_P`.
+    #[arg(long, value_name = "PATH")]
+    vsock: Option<PathBuf>,
     /// Print VM exit counts when the guest ends.
     #[arg(long)]
     stats: bool,
@@ -88,6 +93,7 @@ fn main() {
             )
         },
         rng: args.no_rng.then_some(false),
+        vsock: args.vsock,
     };
     let config = file.merge(flags).validate().unwrap_or_else(|e| fail(e));
 

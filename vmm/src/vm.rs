@@ -27,6 +27,8 @@ use crate::devices::serial::{self, COM1_IRQ};
 use crate::devices::virtio::block::{Block, BlockConfig, BlockError};
 use crate::devices::virtio::mmio::{MmioTransport, QUEUE_NOTIFY_OFFSET};
 use crate::devices::virtio::rng::Rng;
+use crate::devices::virtio::vsock::device::VsockError;
+use crate::devices::virtio::vsock::Vsock;
 use crate::devices::virtio::{Interrupt, VirtioDevice};
 use crate::guest_panic;
 use crate::loader::{self, LoadError};
@@ -84,6 +86,9 @@ pub enum VmError {
     /// A device could not be created.
     #[error(transparent)]
     Device(#[from] BlockError),
+    /// The vsock device could not be created.
+    #[error(transparent)]
+    Vsock(VsockError),
 }
 
 /// How the guest ended.
@@ -425,7 +430,7 @@ impl VirtioSlot {
     }
 }
 
-/// Creates the configured virtio devices, in slot order: drives, then rng.
+/// Creates the configured virtio devices, in slot order: drives, vsock, rng.
 /// Opens their backends, so bad paths fail before any KVM state exists.
 fn create_virtio_devices(config: &VmConfig) -> Result<Vec<VirtioSlot>, VmError> {
     let mut slots = Vec::new();
@@ -436,6 +441,9 @@ fn create_virtio_devices(config: &VmConfig) -> Result<Vec<VirtioSlot>, VmError> 
             id: d.id.clone(),
         };
         slots.push(VirtioSlot::new(Block::new(&cfg).map_err(VmError::Device)?));
+    }
+    if let Some(path) = &config.vsock {
+        slots.push(VirtioSlot::new(Vsock::new(path).map_err(VmError::Vsock)?));
     }
     if config.rng {
         slots.push(VirtioSlot::new(

@@ -7,7 +7,9 @@
 //! `read:DEV` (checksum of the whole device), `write:DEV:SEED:MIB` (write a
 //! pattern, fsync), `rowrite:DEV` (try to write a read-only device),
 //! `forcewrite:DEV` (clear the kernel's read-only flag, write with O_DIRECT),
-//! `rng:KIB` (read /dev/hwrng), `getrandom` (is the pool ready at once?).
+//! `rng:KIB` (read /dev/hwrng), `getrandom` (is the pool ready at once?),
+//! `vsock-echo:PORT:N` (serve N echo connections at once), and
+//! `vsock-send:PORT:SEED:MIB` (send to the host, read back until EOF).
 
 #![cfg_attr(not(test), no_main)]
 #![cfg_attr(test, allow(dead_code))]
@@ -192,6 +194,140 @@ fn rng(kib: u64) -> Result<String, std::io::Error> {
     ))
 }
 
+/// An AF_VSOCK stream socket as a File (Read + Write).
+fn vsock_socket() -> std::io::Result<File> {
+    // SAFETY: plain socket creation; the fd is checked and owned below.
+    let fd = unsafe { libc::socket(libc::AF_VSOCK, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh socket we own.
+    Ok(unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(fd) })
+}
+
+fn vsock_addr(cid: u32, port: u32) -> libc::sockaddr_vm {
+    // SAFETY: sockaddr_vm is plain data; all-zero is a valid value.
+    let mut a: libc::sockaddr_vm = unsafe { std::mem::zeroed() };
+    a.svm_family = libc::AF_VSOCK as libc::sa_family_t;
+    a.svm_cid = cid;
+    a.svm_port = port;
+    a
+}
+
+fn fd_of(f: &File) -> libc::c_int {
+    std::os::fd::AsRawFd::as_raw_fd(f)
+}
+
+fn check(rc: libc::c_int) -> std::io::Result<()> {
+    if rc < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Listens on `port`, serves `n` connections at once, echoing each until EOF.
+fn vsock_echo(port: u32, n: usize) -> std::io::Result<String> {
+    let l = vsock_socket()?;
+    let addr = vsock_addr(libc::VMADDR_CID_ANY, port);
+    // SAFETY: addr is a valid sockaddr_vm of the size passed.
+    check(unsafe {
+        libc::bind(
+            fd_of(&l),
+            (&addr as *const libc::sockaddr_vm).cast(),
+            std::mem::size_of::<libc::sockaddr_vm>() as u32,
+        )
+    })?;
+    // SAFETY: listening on our own socket.
+    check(unsafe { libc::listen(fd_of(&l), 128) })?;
+    say(&format!("vsock-listening port={port}"));
+    let mut threads = Vec::new();
+    for _ in 0..n {
+        // SAFETY: accept with null address output is allowed.
+        let c = unsafe {
+            libc::accept4(
+                fd_of(&l),
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                libc::SOCK_CLOEXEC,
+            )
+        };
+        if c < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: c is a fresh connected socket we own.
+        let mut s = unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(c) };
+        threads.push(std::thread::spawn(move || -> u64 {
+            let mut buf = vec![0u8; 64 << 10];
+            let mut total = 0u64;
+            loop {
+                match s.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(k) => {
+                        if s.write_all(&buf[..k]).is_err() {
+                            break;
+                        }
+                        total += k as u64;
+                    }
+                }
+            }
+            total
+        }));
+    }
+    let total: u64 = threads.into_iter().map(|t| t.join().unwrap_or(0)).sum();
+    Ok(format!("vsock-echo port={port} conns={n} bytes={total}"))
+}
+
+/// Connects to the host (CID 2) on `port`, sends `mib` MiB of pattern
+/// `seed` while reading back whatever the host returns until EOF.
+fn vsock_send(port: u32, seed: u64, mib: u64) -> std::io::Result<String> {
+    let s = vsock_socket()?;
+    let addr = vsock_addr(2, port);
+    // SAFETY: addr is a valid sockaddr_vm of the size passed.
+    check(unsafe {
+        libc::connect(
+            fd_of(&s),
+            (&addr as *const libc::sockaddr_vm).cast(),
+            std::mem::size_of::<libc::sockaddr_vm>() as u32,
+        )
+    })?;
+    let mut writer = s.try_clone()?;
+    let sender = std::thread::spawn(move || -> std::io::Result<u64> {
+        let mut p = Pattern::new(seed);
+        let mut h = Fnv::default();
+        let mut buf = vec![0u8; 1 << 20];
+        for _ in 0..mib {
+            p.fill(&mut buf);
+            writer.write_all(&buf)?;
+            h.update(&buf);
+        }
+        // SAFETY: half-close our own socket.
+        unsafe { libc::shutdown(fd_of(&writer), libc::SHUT_WR) };
+        Ok(h.value())
+    });
+    let mut reader = s;
+    let mut h = Fnv::default();
+    let mut buf = vec![0u8; 64 << 10];
+    let mut total = 0u64;
+    loop {
+        match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(k) => {
+                h.update(&buf[..k]);
+                total += k as u64;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let sent = sender
+        .join()
+        .map_err(|_| std::io::Error::other("sender panicked"))??;
+    Ok(format!(
+        "vsock-send port={port} sent_sum={sent:016x} recv_bytes={total} recv_sum={:016x}",
+        h.value()
+    ))
+}
+
 fn getrandom_ready() -> String {
     let mut b = [0u8; 16];
     // SAFETY: b is a live buffer of the given length.
@@ -227,6 +363,18 @@ fn step(s: &str) {
             Err(_) => format!("bad step {s}"),
         },
         ["getrandom"] => getrandom_ready(),
+        ["vsock-echo", port, n] => match (port.parse(), n.parse()) {
+            (Ok(port), Ok(n)) => {
+                vsock_echo(port, n).unwrap_or_else(|e| format!("vsock-echo error={e}"))
+            }
+            _ => format!("bad step {s}"),
+        },
+        ["vsock-send", port, seed, mib] => match (port.parse(), seed.parse(), mib.parse()) {
+            (Ok(port), Ok(seed), Ok(mib)) => {
+                vsock_send(port, seed, mib).unwrap_or_else(|e| format!("vsock-send error={e}"))
+            }
+            _ => format!("bad step {s}"),
+        },
         _ => format!("bad step {s}"),
     };
     say(&out);

@@ -1,0 +1,214 @@
+//! The virtio-vsock packet header and the parsing of guest packets. Pure:
+//! bytes in, typed values out; no I/O.
+
+/// Header size on the wire.
+pub const HDR_SIZE: usize = 44;
+/// Socket type: stream (the only one supported).
+pub const TYPE_STREAM: u16 = 1;
+/// SHUTDOWN flag: the sender will receive no more.
+pub const SHUTDOWN_RCV: u32 = 1;
+/// SHUTDOWN flag: the sender will send no more.
+pub const SHUTDOWN_SEND: u32 = 2;
+
+/// Packet operation. Every value the guest may write has a home.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    /// Connection request.
+    Request,
+    /// Connection accepted.
+    Response,
+    /// Connection refused or reset.
+    Rst,
+    /// Half or full close.
+    Shutdown,
+    /// Data.
+    Rw,
+    /// Here is my credit.
+    CreditUpdate,
+    /// Tell me your credit.
+    CreditRequest,
+    /// Anything else.
+    Unknown(u16),
+}
+
+impl From<u16> for Op {
+    fn from(v: u16) -> Self {
+        match v {
+            1 => Op::Request,
+            2 => Op::Response,
+            3 => Op::Rst,
+            4 => Op::Shutdown,
+            5 => Op::Rw,
+            6 => Op::CreditUpdate,
+            7 => Op::CreditRequest,
+            other => Op::Unknown(other),
+        }
+    }
+}
+
+impl Op {
+    fn code(self) -> u16 {
+        match self {
+            Op::Request => 1,
+            Op::Response => 2,
+            Op::Rst => 3,
+            Op::Shutdown => 4,
+            Op::Rw => 5,
+            Op::CreditUpdate => 6,
+            Op::CreditRequest => 7,
+            Op::Unknown(v) => v,
+        }
+    }
+}
+
+/// A packet header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    /// Source context id.
+    pub src_cid: u64,
+    /// Destination context id.
+    pub dst_cid: u64,
+    /// Source port.
+    pub src_port: u32,
+    /// Destination port.
+    pub dst_port: u32,
+    /// Payload length.
+    pub len: u32,
+    /// Socket type.
+    pub kind: u16,
+    /// Operation.
+    pub op: Op,
+    /// Operation flags.
+    pub flags: u32,
+    /// Sender's receive buffer size.
+    pub buf_alloc: u32,
+    /// Bytes the sender has consumed.
+    pub fwd_cnt: u32,
+}
+
+fn u64_at(b: &[u8; HDR_SIZE], at: usize) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(a)
+}
+
+fn u32_at(b: &[u8; HDR_SIZE], at: usize) -> u32 {
+    let mut a = [0u8; 4];
+    a.copy_from_slice(&b[at..at + 4]);
+    u32::from_le_bytes(a)
+}
+
+fn u16_at(b: &[u8; HDR_SIZE], at: usize) -> u16 {
+    u16::from_le_bytes([b[at], b[at + 1]])
+}
+
+impl Header {
+    /// Decodes the wire format.
+    pub fn parse(b: &[u8; HDR_SIZE]) -> Header {
+        Header {
+            src_cid: u64_at(b, 0),
+            dst_cid: u64_at(b, 8),
+            src_port: u32_at(b, 16),
+            dst_port: u32_at(b, 20),
+            len: u32_at(b, 24),
+            kind: u16_at(b, 28),
+            op: Op::from(u16_at(b, 30)),
+            flags: u32_at(b, 32),
+            buf_alloc: u32_at(b, 36),
+            fwd_cnt: u32_at(b, 40),
+        }
+    }
+
+    /// Encodes the wire format.
+    pub fn to_bytes(&self) -> [u8; HDR_SIZE] {
+        let mut b = [0u8; HDR_SIZE];
+        b[0..8].copy_from_slice(&self.src_cid.to_le_bytes());
+        b[8..16].copy_from_slice(&self.dst_cid.to_le_bytes());
+        b[16..20].copy_from_slice(&self.src_port.to_le_bytes());
+        b[20..24].copy_from_slice(&self.dst_port.to_le_bytes());
+        b[24..28].copy_from_slice(&self.len.to_le_bytes());
+        b[28..30].copy_from_slice(&self.kind.to_le_bytes());
+        b[30..32].copy_from_slice(&self.op.code().to_le_bytes());
+        b[32..36].copy_from_slice(&self.flags.to_le_bytes());
+        b[36..40].copy_from_slice(&self.buf_alloc.to_le_bytes());
+        b[40..44].copy_from_slice(&self.fwd_cnt.to_le_bytes());
+        b
+    }
+}
+
+/// Why a guest packet is dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PacketError {
+    /// Fewer readable bytes than a header.
+    #[error("packet shorter than its header")]
+    Short,
+    /// Payload longer than allowed or than the buffers carrying it.
+    #[error("payload length {0} is too long")]
+    TooLong(u32),
+    /// Not from the guest's own CID.
+    #[error("source CID {0} is not the guest's")]
+    Spoofed(u64),
+}
+
+/// Checks a header read from the guest's TX queue, given how many bytes
+/// follow it in the chain.
+pub fn check_tx(
+    h: &Header,
+    readable_after_header: usize,
+    guest_cid: u64,
+) -> Result<(), PacketError> {
+    if h.src_cid != guest_cid {
+        return Err(PacketError::Spoofed(h.src_cid));
+    }
+    if h.len > super::MAX_PAYLOAD || h.len as usize > readable_after_header {
+        return Err(PacketError::TooLong(h.len));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_round_trips() {
+        let h = Header {
+            src_cid: 3,
+            dst_cid: 2,
+            src_port: 1234,
+            dst_port: 80,
+            len: 10,
+            kind: TYPE_STREAM,
+            op: Op::Rw,
+            flags: 0,
+            buf_alloc: 4096,
+            fwd_cnt: 7,
+        };
+        assert_eq!(Header::parse(&h.to_bytes()), h);
+    }
+
+    #[test]
+    fn every_op_code_has_a_home() {
+        for v in 0..=u16::MAX {
+            let op = Op::from(v);
+            assert_eq!(op.code(), v);
+        }
+    }
+
+    #[test]
+    fn hostile_headers_are_refused() {
+        let mut h = Header::parse(&[0u8; HDR_SIZE]);
+        h.src_cid = 3;
+        h.len = 100;
+        assert_eq!(check_tx(&h, 99, 3), Err(PacketError::TooLong(100)));
+        assert_eq!(check_tx(&h, 100, 3), Ok(()));
+        h.len = u32::MAX;
+        assert_eq!(
+            check_tx(&h, usize::MAX, 3),
+            Err(PacketError::TooLong(u32::MAX))
+        );
+        h.len = 0;
+        h.src_cid = 2;
+        assert_eq!(check_tx(&h, 0, 3), Err(PacketError::Spoofed(2)));
+    }
+}
