@@ -15,7 +15,7 @@ pub mod vsock;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
-use virtio_queue::Queue;
+use virtio_queue::{DescriptorChain, Queue, QueueT};
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 
@@ -109,6 +109,32 @@ pub trait VirtioDevice: Send {
     ) -> Result<(), ActivateError>;
     /// Stops the device and forgets its queues (driver wrote 0 to Status).
     fn reset(&mut self);
+}
+
+/// Serves every chain available on `queue`: `handle` turns each into the
+/// number of bytes it wrote to guest memory, the chain goes back on the used
+/// ring, and the guest is interrupted once at the end if it wants to be.
+pub fn serve_queue<F>(
+    queue: &mut Queue,
+    mem: &GuestMemoryMmap,
+    interrupt: &Interrupt,
+    mut handle: F,
+) where
+    F: FnMut(DescriptorChain<&GuestMemoryMmap>) -> u32,
+{
+    let mut used_any = false;
+    while let Some(chain) = queue.pop_descriptor_chain(mem) {
+        let head = chain.head_index();
+        let used_len = handle(chain);
+        if queue.add_used(mem, head, used_len).is_err() {
+            // The used ring is unusable: stop rather than spin.
+            break;
+        }
+        used_any = true;
+    }
+    if used_any && queue.needs_notification(mem).unwrap_or(true) {
+        interrupt.trigger(INT_VRING);
+    }
 }
 
 /// Reads `data.len()` bytes at `offset` from a byte image of a config space.

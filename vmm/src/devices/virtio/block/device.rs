@@ -3,7 +3,7 @@
 use std::fs::{File, OpenOptions};
 use std::path::PathBuf;
 
-use virtio_queue::{Queue, QueueT};
+use virtio_queue::Queue;
 use vm_memory::{Bytes, GuestMemoryMmap};
 use vmm_sys_util::eventfd::EventFd;
 
@@ -11,7 +11,7 @@ use super::io::Disk;
 use super::request::{self, S_IOERR};
 use super::{ID_BYTES, QUEUE_SIZE, SEG_MAX};
 use crate::devices::virtio::{
-    read_config_bytes, ActivateError, Interrupt, VirtioDevice, INT_VRING,
+    read_config_bytes, serve_queue, ActivateError, Interrupt, VirtioDevice,
 };
 
 const VIRTIO_ID_BLOCK: u32 = 2;
@@ -114,12 +114,14 @@ impl Block {
             return;
         };
         let mem = &active.mem;
-        let mut used_any = false;
-        while let Some(chain) = active.queue.pop_descriptor_chain(mem) {
-            let head = chain.head_index();
-            let used_len = match request::parse(chain, self.disk.capacity()) {
+        let (disk, malformed) = (&mut self.disk, &mut self.malformed_requests);
+        serve_queue(
+            &mut active.queue,
+            mem,
+            &active.interrupt,
+            |chain| match request::parse(chain, disk.capacity()) {
                 Ok(req) => {
-                    let (status, written) = self.disk.execute(mem, &req);
+                    let (status, written) = disk.execute(mem, &req);
                     if mem.write_obj(status, req.status).is_ok() {
                         written.saturating_add(1)
                     } else {
@@ -127,22 +129,14 @@ impl Block {
                     }
                 }
                 Err((_, status)) => {
-                    self.malformed_requests += 1;
+                    *malformed += 1;
                     match status {
                         Some(addr) if mem.write_obj(S_IOERR, addr).is_ok() => 1,
                         _ => 0,
                     }
                 }
-            };
-            if active.queue.add_used(mem, head, used_len).is_err() {
-                // The used ring is unusable: stop rather than spin.
-                break;
-            }
-            used_any = true;
-        }
-        if used_any && active.queue.needs_notification(mem).unwrap_or(true) {
-            active.interrupt.trigger(INT_VRING);
-        }
+            },
+        );
     }
 }
 

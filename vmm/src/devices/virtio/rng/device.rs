@@ -3,12 +3,12 @@
 //! outside guest memory end the request, and at most `MAX_REQUEST` bytes
 //! are served per chain.
 
-use virtio_queue::{Queue, QueueT};
+use virtio_queue::Queue;
 use vm_memory::{Bytes, GuestMemoryMmap};
 use vmm_sys_util::eventfd::EventFd;
 
 use super::{MAX_REQUEST, QUEUE_SIZE};
-use crate::devices::virtio::{ActivateError, Interrupt, VirtioDevice, INT_VRING};
+use crate::devices::virtio::{serve_queue, ActivateError, Interrupt, VirtioDevice};
 
 const VIRTIO_ID_RNG: u32 = 4;
 
@@ -63,9 +63,8 @@ impl Rng {
             return;
         };
         let mem = &active.mem;
-        let mut used_any = false;
-        while let Some(chain) = active.queue.pop_descriptor_chain(mem) {
-            let head = chain.head_index();
+        let (buf, served) = (&mut self.buf, &mut self.bytes_served);
+        serve_queue(&mut active.queue, mem, &active.interrupt, |chain| {
             let mut written: u32 = 0;
             for desc in chain {
                 if !desc.is_write_only() {
@@ -75,22 +74,16 @@ impl Rng {
                 if n == 0 {
                     break;
                 }
-                if fill_random(&mut self.buf[..n]).is_err()
-                    || mem.write_slice(&self.buf[..n], desc.addr()).is_err()
+                if fill_random(&mut buf[..n]).is_err()
+                    || mem.write_slice(&buf[..n], desc.addr()).is_err()
                 {
                     break;
                 }
                 written += n as u32;
             }
-            self.bytes_served += u64::from(written);
-            if active.queue.add_used(mem, head, written).is_err() {
-                break;
-            }
-            used_any = true;
-        }
-        if used_any && active.queue.needs_notification(mem).unwrap_or(true) {
-            active.interrupt.trigger(INT_VRING);
-        }
+            *served += u64::from(written);
+            written
+        });
     }
 }
 
