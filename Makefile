@@ -60,6 +60,7 @@ test: lint unit-test vm-test
 
 bench: build
 	$(MACHINE) python3 bench/boot.py --vmm $(VMM) --kernel $(BUILD)/vmlinux --initrd $(BUILD)/initramfs.img
+	bash bench/images.sh
 
 install: build
 	install -D -m 0755 $(VMM) $(PREFIX)/bin/cocoon-vmm

@@ -67,7 +67,7 @@ impl Vm {
                     .read_to_string(&mut err)
                     .unwrap();
                 assert!(status.success(), "VMM failed: {status}\n{out}\n{err}");
-                return out;
+                return format!("{out}\n--- vmm stderr\n{err}");
             }
             if start.elapsed() > BOOT_DEADLINE {
                 let _ = self.child.kill();
@@ -122,17 +122,17 @@ fn echo_round_trip(mut s: UnixStream, seed: u64, len: u64) -> (u64, u64) {
     });
     let mut h = Fnv::default();
     let mut buf = vec![0u8; 256 << 10];
-    let mut total = 0u64;
+    let mut got = Vec::new();
     loop {
         let n = s.read(&mut buf).unwrap();
         if n == 0 {
             break;
         }
         h.update(&buf[..n]);
-        total += n as u64;
+        got.extend_from_slice(&buf[..n]);
     }
     sender.join().unwrap();
-    (total, h.value())
+    (got.len() as u64, h.value())
 }
 
 fn result_line<'a>(out: &'a str, prefix: &str) -> &'a str {

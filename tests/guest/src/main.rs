@@ -255,6 +255,23 @@ fn vsock_echo(port: u32, n: usize) -> std::io::Result<String> {
         if c < 0 {
             return Err(std::io::Error::last_os_error());
         }
+        // Linger on close until the host side has taken everything (the
+        // device answers the close once its buffer is drained): the VM
+        // powers off right after, and queued data would be lost.
+        let linger = libc::linger {
+            l_onoff: 1,
+            l_linger: 60,
+        };
+        // SAFETY: c is a valid socket; the option value is a live linger struct of the size passed.
+        unsafe {
+            libc::setsockopt(
+                c,
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                (&linger as *const libc::linger).cast(),
+                std::mem::size_of::<libc::linger>() as u32,
+            )
+        };
         // SAFETY: c is a fresh connected socket we own.
         let mut s = unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(c) };
         threads.push(std::thread::spawn(move || -> u64 {

@@ -45,6 +45,8 @@ pub struct Connection {
     pub host_eof: bool,
     /// The guest said it will send no more.
     pub peer_shut_send: bool,
+    /// The guest reset the connection (no RST goes back).
+    pub reset_by_peer: bool,
     peer_buf_alloc: u32,
     peer_fwd_cnt: u32,
     rx_cnt: u32,
@@ -71,6 +73,7 @@ impl Connection {
             readable: false,
             host_eof: false,
             peer_shut_send: false,
+            reset_by_peer: false,
             peer_buf_alloc: 0,
             peer_fwd_cnt: 0,
             rx_cnt: 0,

@@ -81,6 +81,8 @@ pub struct Vsock {
     pub(super) graveyard: Vec<UnixStream>,
     /// Packets from the guest that were malformed and dropped.
     pub malformed_packets: u64,
+    /// Connections closed before the guest's data reached the host.
+    pub closed_with_pending: u64,
 }
 
 /// Tokens below this identify the queues and the listener.
@@ -122,6 +124,7 @@ impl Vsock {
             interest: Vec::new(),
             graveyard: Vec::new(),
             malformed_packets: 0,
+            closed_with_pending: 0,
         })
     }
 
@@ -193,6 +196,9 @@ impl Vsock {
 
     fn close(&mut self, key: Key, send_rst: bool) {
         if let Some(mut c) = self.conns.remove(&key) {
+            if c.has_pending_out() {
+                self.closed_with_pending += 1;
+            }
             if send_rst {
                 let h = c.header(Op::Rst, 0, 0);
                 self.control.push_back(h);
@@ -289,8 +295,20 @@ impl Vsock {
                 }
                 self.rewatch(key);
             }
-            Op::Rst => self.close(key, false),
+            Op::Rst => {
+                // The guest socket is gone, but what it already sent still
+                // goes to the host before the host stream is closed.
+                if c.has_pending_out() {
+                    c.state = State::Closing;
+                    c.peer_shut_send = true;
+                    c.reset_by_peer = true;
+                } else {
+                    self.close(key, false);
+                }
+            }
             Op::Rw if c.state != State::LocalInit && !c.peer_shut_send => {
+                // A guest overrunning its credit, or a host stream that
+                // failed, ends the connection.
                 if c.push_from_guest(payload).is_err() || c.flush_to_host().is_err() {
                     self.close(key, true);
                     return;
@@ -328,7 +346,8 @@ impl Vsock {
             return;
         }
         if c.state == State::Closing {
-            self.close(key, true);
+            let rst = !c.reset_by_peer;
+            self.close(key, rst);
         } else if c.peer_shut_send {
             let _ = c.stream.shutdown(std::net::Shutdown::Write);
         }
@@ -561,7 +580,7 @@ impl Vsock {
                                     self.ready.push_back(key);
                                 }
                             }
-                            Err(_) => {
+                            Err(e) => {
                                 q.go_to_previous_position();
                                 closing.push(key);
                             }
