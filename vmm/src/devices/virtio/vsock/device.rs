@@ -580,7 +580,7 @@ impl Vsock {
                                     self.ready.push_back(key);
                                 }
                             }
-                            Err(e) => {
+                            Err(_) => {
                                 q.go_to_previous_position();
                                 closing.push(key);
                             }
