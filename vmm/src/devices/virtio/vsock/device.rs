@@ -85,6 +85,12 @@ pub struct Vsock {
     pub closed_with_pending: u64,
 }
 
+/// Control packets (RST, RESPONSE, CREDIT_UPDATE, ...) waiting for guest
+/// RX buffers. A guest that floods TX with packets needing replies while
+/// never giving RX buffers must not grow the VMM's memory: beyond this,
+/// replies are dropped (the guest only hurts its own connections).
+const MAX_CONTROL: usize = 4096;
+
 /// Tokens below this identify the queues and the listener.
 pub const FIRST_CONN_TOKEN: u32 = 16;
 /// Token of the listener.
@@ -177,9 +183,15 @@ impl Vsock {
         }
     }
 
+    fn push_control(&mut self, h: Header) {
+        if self.control.len() < MAX_CONTROL {
+            self.control.push_back(h);
+        }
+    }
+
     fn rst(&mut self, h: &Header) {
         if h.op != Op::Rst {
-            self.control.push_back(Header {
+            self.push_control(Header {
                 src_cid: HOST_CID,
                 dst_cid: GUEST_CID,
                 src_port: h.dst_port,
@@ -201,7 +213,7 @@ impl Vsock {
             }
             if send_rst {
                 let h = c.header(Op::Rst, 0, 0);
-                self.control.push_back(h);
+                self.push_control(h);
             }
             self.tokens.remove(&c.token);
             self.interest
@@ -315,7 +327,7 @@ impl Vsock {
                 }
                 if c.credit_update_due() {
                     let u = c.header(Op::CreditUpdate, 0, 0);
-                    self.control.push_back(u);
+                    self.push_control(u);
                 }
                 self.rewatch(key);
             }
@@ -331,7 +343,7 @@ impl Vsock {
             Op::CreditUpdate => {}
             Op::CreditRequest => {
                 let u = c.header(Op::CreditUpdate, 0, 0);
-                self.control.push_back(u);
+                self.push_control(u);
             }
             _ => self.close(key, true),
         }
@@ -372,7 +384,7 @@ impl Vsock {
         c.update_peer_credit(h);
         let resp = c.header(Op::Response, 0, 0);
         self.add_conn(c);
-        self.control.push_back(resp);
+        self.push_control(resp);
     }
 
     /// Accepts host clients; each must then send `CONNECT <port>\n`.
@@ -429,7 +441,7 @@ impl Vsock {
                     EventSet::empty(),
                 ));
                 self.conns.insert((local, port), c);
-                self.control.push_back(req);
+                self.push_control(req);
                 self.process_rx();
             }
             _ => {
@@ -461,7 +473,7 @@ impl Vsock {
             // The host took data: the guest may have room to send again.
             if c.credit_update_due() {
                 let u = c.header(Op::CreditUpdate, 0, 0);
-                self.control.push_back(u);
+                self.push_control(u);
             }
             self.finish_if_done(key);
         }
