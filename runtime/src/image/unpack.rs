@@ -458,14 +458,7 @@ impl Layer<'_> {
                 // since nothing here ever follows it.
                 rustix::fs::symlinkat(os(&target), &parent, os(&name))
                     .map_err(self.io(&raw, "symlink"))?;
-                rustix::fs::chownat(
-                    &parent,
-                    os(&name),
-                    Some(uid(meta.uid)),
-                    Some(gid(meta.gid)),
-                    AtFlags::SYMLINK_NOFOLLOW,
-                )
-                .map_err(self.io(&raw, "chown"))?;
+                self.chown_by_name(&parent, &name, &meta, &raw)?;
                 self.set_xattrs_nofollow(&parent, &name, &meta, &raw)?;
                 rustix::fs::utimensat(&parent, os(&name), &times(&meta), AtFlags::SYMLINK_NOFOLLOW)
                     .map_err(self.io(&raw, "set times"))?;
@@ -517,14 +510,7 @@ impl Layer<'_> {
                 self.clear(&parent, &name, &raw)?;
                 rustix::fs::mknodat(&parent, os(&name), ft, Mode::from_raw_mode(0o600), dev)
                     .map_err(self.io(&raw, "mknod"))?;
-                rustix::fs::chownat(
-                    &parent,
-                    os(&name),
-                    Some(uid(meta.uid)),
-                    Some(gid(meta.gid)),
-                    AtFlags::SYMLINK_NOFOLLOW,
-                )
-                .map_err(self.io(&raw, "chown"))?;
+                self.chown_by_name(&parent, &name, &meta, &raw)?;
                 // Never open a device node (it is a real device on this
                 // host): chmod and xattrs go by name. The node was just
                 // created in a directory only this process writes to.
@@ -726,6 +712,25 @@ impl Layer<'_> {
                 .map_err(self.io(raw, "setxattr"))?;
         }
         Ok(())
+    }
+
+    /// Sets the owner of `name` in `parent` without following it (symlinks
+    /// and device nodes are never opened).
+    fn chown_by_name(
+        &self,
+        parent: &OwnedFd,
+        name: &[u8],
+        meta: &Meta,
+        raw: &[u8],
+    ) -> Result<(), UnpackError> {
+        rustix::fs::chownat(
+            parent,
+            os(name),
+            Some(uid(meta.uid)),
+            Some(gid(meta.gid)),
+            AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .map_err(self.io(raw, "chown"))
     }
 
     /// Sets xattrs on a symlink or special file without opening it:

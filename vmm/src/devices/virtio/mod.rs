@@ -111,6 +111,17 @@ pub trait VirtioDevice: Send {
     fn reset(&mut self);
 }
 
+/// Checks that the driver set up exactly the `expected` queues a device has.
+pub fn expect_queues(queues: Vec<Queue>, expected: usize) -> Result<Vec<Queue>, ActivateError> {
+    if queues.len() != expected {
+        return Err(ActivateError::QueueCount {
+            expected,
+            got: queues.len(),
+        });
+    }
+    Ok(queues)
+}
+
 /// Serves every chain available on `queue`: `handle` turns each into the
 /// number of bytes it wrote to guest memory, the chain goes back on the used
 /// ring, and the guest is interrupted once at the end if it wants to be.

@@ -11,7 +11,7 @@ use super::io::Disk;
 use super::request::{self, S_IOERR};
 use super::{ID_BYTES, QUEUE_SIZE, SEG_MAX};
 use crate::devices::virtio::{
-    read_config_bytes, serve_queue, ActivateError, Interrupt, VirtioDevice,
+    expect_queues, read_config_bytes, serve_queue, ActivateError, Interrupt, VirtioDevice,
 };
 
 const VIRTIO_ID_BLOCK: u32 = 2;
@@ -165,16 +165,10 @@ impl VirtioDevice for Block {
         &mut self,
         mem: GuestMemoryMmap,
         interrupt: Interrupt,
-        mut queues: Vec<Queue>,
+        queues: Vec<Queue>,
         _acked: u64,
     ) -> Result<(), ActivateError> {
-        if queues.len() != 1 {
-            return Err(ActivateError::QueueCount {
-                expected: 1,
-                got: queues.len(),
-            });
-        }
-        let queue = queues.remove(0);
+        let queue = expect_queues(queues, 1)?.remove(0);
         self.active = Some(Active {
             mem,
             interrupt,

@@ -8,7 +8,7 @@ use vm_memory::{Bytes, GuestMemoryMmap};
 use vmm_sys_util::eventfd::EventFd;
 
 use super::{MAX_REQUEST, QUEUE_SIZE};
-use crate::devices::virtio::{serve_queue, ActivateError, Interrupt, VirtioDevice};
+use crate::devices::virtio::{expect_queues, serve_queue, ActivateError, Interrupt, VirtioDevice};
 
 const VIRTIO_ID_RNG: u32 = 4;
 
@@ -112,19 +112,14 @@ impl VirtioDevice for Rng {
         &mut self,
         mem: GuestMemoryMmap,
         interrupt: Interrupt,
-        mut queues: Vec<Queue>,
+        queues: Vec<Queue>,
         _acked: u64,
     ) -> Result<(), ActivateError> {
-        if queues.len() != 1 {
-            return Err(ActivateError::QueueCount {
-                expected: 1,
-                got: queues.len(),
-            });
-        }
+        let queue = expect_queues(queues, 1)?.remove(0);
         self.active = Some(Active {
             mem,
             interrupt,
-            queue: queues.remove(0),
+            queue,
         });
         self.process_queue();
         Ok(())

@@ -17,7 +17,7 @@ use vmm_sys_util::eventfd::EventFd;
 use super::connection::{Connection, State};
 use super::packet::{check_tx, Header, Op, HDR_SIZE, SHUTDOWN_RCV, SHUTDOWN_SEND, TYPE_STREAM};
 use super::{GUEST_CID, HOST_CID, MAX_CONNECTIONS, MAX_PAYLOAD, QUEUE_SIZE};
-use crate::devices::virtio::{ActivateError, Interrupt, VirtioDevice, INT_VRING};
+use crate::devices::virtio::{expect_queues, ActivateError, Interrupt, VirtioDevice, INT_VRING};
 
 const VIRTIO_ID_VSOCK: u32 = 19;
 const RX: usize = 0;
@@ -681,12 +681,7 @@ impl VirtioDevice for Vsock {
         queues: Vec<Queue>,
         _acked: u64,
     ) -> Result<(), ActivateError> {
-        if queues.len() != 3 {
-            return Err(ActivateError::QueueCount {
-                expected: 3,
-                got: queues.len(),
-            });
-        }
+        let queues = expect_queues(queues, 3)?;
         self.active = Some(Active {
             mem,
             interrupt,
