@@ -37,6 +37,20 @@ echo madvise > /sys/kernel/mm/transparent_hugepage/enabled 2>/dev/null
 stty -F /dev/ttyS1 raw -echo
 if [ -c /dev/kvm ]; then kvm=yes; else kvm=no; fi
 echo "test-machine: L1 up, /dev/kvm=$kvm" > /dev/ttyS0
+# Heartbeat for post-mortems: when the host's timeout ends this VM, the tail
+# of its console shows what was running and which tasks were blocked where.
+echo 120 > /proc/sys/kernel/hung_task_timeout_secs 2>/dev/null
+(
+  while sleep 60; do
+    {
+      echo "test-machine: heartbeat uptime=$(cut -d' ' -f1 /proc/uptime)s load=$(cut -d' ' -f1-3 /proc/loadavg)"
+      for d in /proc/[0-9]*; do
+        st=$(awk '/^State:/ { print $2 }' "$d/status" 2>/dev/null)
+        case "$st" in D|R) echo "  pid ${d#/proc/} $(cat "$d/comm" 2>/dev/null) state $st wchan $(cat "$d/wchan" 2>/dev/null)";; esac
+      done
+    } > /dev/ttyS0
+  done
+) &
 chroot /host /bin/bash "$scratch/cmd.sh" < /dev/null > /dev/ttyS1 2>&1
 echo $? > "/host$scratch/status"
 sync

@@ -7,7 +7,7 @@
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 /// The repository root.
@@ -149,11 +149,22 @@ pub fn run_vmm(args: &[&str], deadline: Duration) -> VmmRun {
             break s;
         }
         if start.elapsed() > deadline {
+            let pid = child.id();
+            let threads = task_states(pid);
             let _ = child.kill();
-            let s = child.wait().expect("wait");
+            // A VMM stuck in the kernel (a vCPU thread in D state) cannot be
+            // reaped; say so instead of hanging the whole test run.
+            let reaped = wait_bounded(&mut child, Duration::from_secs(20));
+            if reaped.is_none() {
+                panic!(
+                    "cocoon-vmm {args:?} did not finish within {deadline:?} and could not be \
+                     reaped 20 s after SIGKILL; its threads before the kill:\n{threads}\nnow:\n{}",
+                    task_states(pid)
+                );
+            }
             let stdout = out_t.join().unwrap_or_default();
             let stderr = err_t.join().unwrap_or_default();
-            panic!("cocoon-vmm {args:?} did not finish within {deadline:?}\n--- stdout\n{stdout}\n--- stderr\n{stderr}\nstatus {s}");
+            panic!("cocoon-vmm {args:?} did not finish within {deadline:?}\n--- threads\n{threads}\n--- stdout\n{stdout}\n--- stderr\n{stderr}\nstatus {reaped:?}");
         }
         std::thread::sleep(Duration::from_millis(20));
     };
@@ -162,6 +173,53 @@ pub fn run_vmm(args: &[&str], deadline: Duration) -> VmmRun {
         stdout: out_t.join().unwrap_or_default(),
         stderr: err_t.join().unwrap_or_default(),
     }
+}
+
+fn wait_bounded(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if let Ok(Some(s)) = child.try_wait() {
+            return Some(s);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
+/// One line per thread of `pid`: name, state and kernel wait channel, for
+/// diagnosing a VMM that stopped making progress.
+pub fn task_states(pid: u32) -> String {
+    let mut out = String::new();
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return format!("(no /proc/{pid}/task)");
+    };
+    for t in dir.flatten() {
+        let p = t.path();
+        let read = |f: &str| std::fs::read_to_string(p.join(f)).unwrap_or_default();
+        let stat = read("stat");
+        let state = stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .next()
+            .unwrap_or("?")
+            .to_string();
+        let stack: String = read("stack")
+            .lines()
+            .take(8)
+            .collect::<Vec<_>>()
+            .join(" < ");
+        out += &format!(
+            "  tid {} {} state {} wchan {} {}\n",
+            t.file_name().to_string_lossy(),
+            read("comm").trim(),
+            state,
+            read("wchan").trim(),
+            stack
+        );
+    }
+    out
 }
 
 /// Boot deadline generous enough for the nested test machine.
