@@ -354,95 +354,103 @@ pub fn init_main(args: &[String]) -> ! {
 
 #[cfg_attr(test, allow(dead_code))]
 fn enter_root(root: &str, hostname: &str) -> std::io::Result<()> {
-    // SAFETY: unshare in this single-threaded process.
-    check(unsafe { libc::unshare(libc::CLONE_NEWNS | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC) })?;
-    mount("", "/", "", libc::MS_REC | libc::MS_PRIVATE, "")?;
-    let at = |p: &str| format!("{root}{p}");
-    let mkdir = |p: &str| std::fs::create_dir_all(at(p));
-    let nosuid_nodev_noexec = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
-    mkdir("/proc")?;
-    mount("proc", &at("/proc"), "proc", nosuid_nodev_noexec, "")?;
-    mkdir("/sys")?;
-    mount(
-        "sysfs",
-        &at("/sys"),
-        "sysfs",
-        nosuid_nodev_noexec | libc::MS_RDONLY,
-        "",
-    )?;
-    mkdir("/dev")?;
-    mount(
-        "tmpfs",
-        &at("/dev"),
-        "tmpfs",
-        libc::MS_NOSUID | libc::MS_STRICTATIME,
-        "mode=755,size=65536k",
-    )?;
-    for (name, major, minor) in [
-        ("null", 1, 3),
-        ("zero", 1, 5),
-        ("full", 1, 7),
-        ("random", 1, 8),
-        ("urandom", 1, 9),
-        ("tty", 5, 0),
-    ] {
-        let p = cstr(&at(&format!("/dev/{name}")))?;
-        // SAFETY: a valid path; mknod creates a character device node.
+    let step = std::cell::Cell::new("unshare");
+    let r = (|| -> std::io::Result<()> {
+        // SAFETY: unshare in this single-threaded process.
         check(unsafe {
-            libc::mknod(
-                p.as_ptr(),
-                libc::S_IFCHR | 0o666,
-                libc::makedev(major, minor),
-            )
+            libc::unshare(libc::CLONE_NEWNS | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC)
         })?;
-        // SAFETY: as above; the umask must not narrow the mode.
-        check(unsafe { libc::chmod(p.as_ptr(), 0o666) })?;
-    }
-    mkdir("/dev/pts")?;
-    mount(
-        "devpts",
-        &at("/dev/pts"),
-        "devpts",
-        libc::MS_NOSUID | libc::MS_NOEXEC,
-        "newinstance,ptmxmode=0666,mode=0620,gid=5",
-    )?;
-    mkdir("/dev/shm")?;
-    mount(
-        "shm",
-        &at("/dev/shm"),
-        "tmpfs",
-        nosuid_nodev_noexec,
-        "mode=1777,size=65536k",
-    )?;
-    for (link, target) in [
-        ("/dev/ptmx", "pts/ptmx"),
-        ("/dev/fd", "/proc/self/fd"),
-        ("/dev/stdin", "/proc/self/fd/0"),
-        ("/dev/stdout", "/proc/self/fd/1"),
-        ("/dev/stderr", "/proc/self/fd/2"),
-    ] {
-        std::os::unix::fs::symlink(target, at(link))?;
-    }
-    mkdir("/tmp")?;
-    mount(
-        "tmpfs",
-        &at("/tmp"),
-        "tmpfs",
-        libc::MS_NOSUID | libc::MS_NODEV,
-        "mode=1777",
-    )?;
-    std::env::set_current_dir(root)?;
-    let dot = cstr(".")?;
-    // SAFETY: pivot_root(".", ".") stacks the old root under the new one;
-    // detaching it leaves only the container's tree.
-    check(unsafe {
-        libc::syscall(libc::SYS_pivot_root, dot.as_ptr(), dot.as_ptr()) as libc::c_int
-    })?;
-    sys::umount(".", libc::MNT_DETACH)?;
-    std::env::set_current_dir("/")?;
-    // SAFETY: a valid buffer and its length.
-    check(unsafe { libc::sethostname(hostname.as_ptr().cast(), hostname.len()) })?;
-    Ok(())
+        mount("", "/", "", libc::MS_REC | libc::MS_PRIVATE, "")?;
+        let at = |p: &str| format!("{root}{p}");
+        let mkdir = |p: &str| std::fs::create_dir_all(at(p));
+        let nosuid_nodev_noexec = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+        step.set("mounting /proc, /sys, /dev, /tmp");
+        mkdir("/proc")?;
+        mount("proc", &at("/proc"), "proc", nosuid_nodev_noexec, "")?;
+        mkdir("/sys")?;
+        mount(
+            "sysfs",
+            &at("/sys"),
+            "sysfs",
+            nosuid_nodev_noexec | libc::MS_RDONLY,
+            "",
+        )?;
+        mkdir("/dev")?;
+        mount(
+            "tmpfs",
+            &at("/dev"),
+            "tmpfs",
+            libc::MS_NOSUID | libc::MS_STRICTATIME,
+            "mode=755,size=65536k",
+        )?;
+        for (name, major, minor) in [
+            ("null", 1, 3),
+            ("zero", 1, 5),
+            ("full", 1, 7),
+            ("random", 1, 8),
+            ("urandom", 1, 9),
+            ("tty", 5, 0),
+        ] {
+            let p = cstr(&at(&format!("/dev/{name}")))?;
+            // SAFETY: a valid path; mknod creates a character device node.
+            check(unsafe {
+                libc::mknod(
+                    p.as_ptr(),
+                    libc::S_IFCHR | 0o666,
+                    libc::makedev(major, minor),
+                )
+            })?;
+            // SAFETY: as above; the umask must not narrow the mode.
+            check(unsafe { libc::chmod(p.as_ptr(), 0o666) })?;
+        }
+        mkdir("/dev/pts")?;
+        mount(
+            "devpts",
+            &at("/dev/pts"),
+            "devpts",
+            libc::MS_NOSUID | libc::MS_NOEXEC,
+            "newinstance,ptmxmode=0666,mode=0620,gid=5",
+        )?;
+        mkdir("/dev/shm")?;
+        mount(
+            "shm",
+            &at("/dev/shm"),
+            "tmpfs",
+            nosuid_nodev_noexec,
+            "mode=1777,size=65536k",
+        )?;
+        for (link, target) in [
+            ("/dev/ptmx", "pts/ptmx"),
+            ("/dev/fd", "/proc/self/fd"),
+            ("/dev/stdin", "/proc/self/fd/0"),
+            ("/dev/stdout", "/proc/self/fd/1"),
+            ("/dev/stderr", "/proc/self/fd/2"),
+        ] {
+            std::os::unix::fs::symlink(target, at(link))?;
+        }
+        mkdir("/tmp")?;
+        mount(
+            "tmpfs",
+            &at("/tmp"),
+            "tmpfs",
+            libc::MS_NOSUID | libc::MS_NODEV,
+            "mode=1777",
+        )?;
+        std::env::set_current_dir(root)?;
+        let dot = cstr(".")?;
+        // SAFETY: pivot_root(".", ".") stacks the old root under the new one;
+        // detaching it leaves only the container's tree.
+        check(unsafe {
+            libc::syscall(libc::SYS_pivot_root, dot.as_ptr(), dot.as_ptr()) as libc::c_int
+        })?;
+        sys::umount(".", libc::MNT_DETACH)?;
+        std::env::set_current_dir("/")?;
+        step.set("sethostname");
+        // SAFETY: a valid buffer and its length.
+        check(unsafe { libc::sethostname(hostname.as_ptr().cast(), hostname.len()) })?;
+        Ok(())
+    })();
+    r.map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", step.get())))
 }
 
 #[cfg_attr(test, allow(dead_code))]

@@ -107,6 +107,11 @@ fn serve() -> ! {
     sys::block_sigchld();
     // SAFETY: ignoring SIGPIPE: a closed pipe or socket is an EPIPE error.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+    if let Err(e) = init::leave_initramfs() {
+        log(&format!(
+            "cannot leave the initramfs, containers will not start: {e}"
+        ));
+    }
     // The workload must never be able to get the agent OOM-killed.
     let _ = std::fs::write("/proc/self/oom_score_adj", "-1000");
     server::start();
