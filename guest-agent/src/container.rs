@@ -552,12 +552,7 @@ impl Container {
         }
         let spec =
             Spec::new(p).map_err(|SpecError::Invalid(m)| err(ErrorCode::InvalidArgument, m))?;
-        let ns = ["pid", "mnt", "uts", "ipc"].map(|n| {
-            open(&self.proc_path(&format!("ns/{n}")), libc::O_RDONLY)
-                .map_err(|e| io_err("container namespaces", e))
-        });
-        let [a, b, c, d] = ns;
-        let ns = [a?, b?, c?, d?];
+        let ns = self.ns_fds()?;
         let cgroup_procs = open(
             &format!("{CGROUP_DIR}/{}/cgroup.procs", self.id),
             libc::O_WRONLY,
@@ -634,6 +629,38 @@ impl Container {
             }),
         );
         Ok(pid as u32)
+    }
+
+    /// Runs the agent's helper `args` inside the container with the given
+    /// stdio; returns where its exit status lands.
+    pub fn helper(&self, args: &[&str], stdio: [OwnedFd; 3]) -> Result<Arc<ExitSlot>, ErrorBody> {
+        self.running()?;
+        let spec = Spec::helper(args).map_err(|e| io_err("agent helper", e))?;
+        let setup = Setup {
+            stdio,
+            terminal: false,
+            ns: self.ns_fds()?,
+            cgroup_procs: open(
+                &format!("{CGROUP_DIR}/{}/cgroup.procs", self.id),
+                libc::O_WRONLY,
+            )
+            .map_err(|e| io_err("container cgroup", e))?,
+        };
+        spawn::start(spec, setup)
+            .map(|(_, slot)| slot)
+            .map_err(|e| match e {
+                StartError::NotFound(m) | StartError::Failed(m) => {
+                    err(ErrorCode::Internal, format!("agent helper: {m}"))
+                }
+            })
+    }
+
+    fn ns_fds(&self) -> Result<[OwnedFd; 4], ErrorBody> {
+        let [a, b, c, d] = ["pid", "mnt", "uts", "ipc"].map(|n| {
+            open(&self.proc_path(&format!("ns/{n}")), libc::O_RDONLY)
+                .map_err(|e| io_err("container namespaces", e))
+        });
+        Ok([a?, b?, c?, d?])
     }
 
     fn open_pty(

@@ -66,8 +66,10 @@ pub extern "C" fn main(argc: libc::c_int, argv: *const *const libc::c_char) -> l
         })
         .collect();
     // The agent re-executes itself as each container's init.
-    if args.get(1).map(String::as_str) == Some("container-init") {
-        container::init_main(&args[2..]);
+    match args.get(1).map(String::as_str) {
+        Some("container-init") => container::init_main(&args[2..]),
+        Some("tar-in" | "tar-out") => files::tar_main(&args[1..]),
+        _ => {}
     }
     agent_main();
     0

@@ -118,6 +118,9 @@ pub struct Spec {
     rlimits: Vec<(u32, libc::rlimit)>,
     no_new_privs: bool,
     keep_caps: u64,
+    /// For the agent's own helpers: the binary to run, opened before the
+    /// fork, so the container's filesystem cannot substitute another.
+    exec_fd: Option<OwnedFd>,
     /// The program as the user named it, for error messages.
     pub program: String,
 }
@@ -203,7 +206,33 @@ impl Spec {
             rlimits,
             no_new_privs: p.no_new_privileges,
             keep_caps,
+            exec_fd: None,
             program,
+        })
+    }
+
+    /// The agent binary itself, run as root with every capability inside
+    /// the container (`cocoon-agent ARGS...`), for work that must resolve
+    /// paths as the container sees them (tar copies).
+    pub fn helper(args: &[&str]) -> io::Result<Spec> {
+        let exe = crate::sys::open("/proc/self/exe", libc::O_RDONLY)?;
+        let argv = std::iter::once("cocoon-agent")
+            .chain(args.iter().copied())
+            .map(cstr)
+            .collect::<io::Result<_>>()?;
+        Ok(Spec {
+            candidates: Vec::new(),
+            argv,
+            envp: vec![cstr(&format!("PATH={DEFAULT_PATH}"))?],
+            cwd: cstr("/")?,
+            uid: 0,
+            gid: 0,
+            groups: Vec::new(),
+            rlimits: Vec::new(),
+            no_new_privs: true,
+            keep_caps: u64::MAX,
+            exec_fd: Some(exe),
+            program: "cocoon-agent".into(),
         })
     }
 }
@@ -428,6 +457,10 @@ unsafe fn child(
         // Search like execvp, but with the container's PATH: remember the most
         // telling error (EACCES over ENOENT).
         let mut saved = libc::ENOENT;
+        if let Some(fd) = &spec.exec_fd {
+            libc::fexecve(fd.as_raw_fd(), argv.as_ptr(), envp.as_ptr());
+            saved = *libc::__errno_location();
+        }
         for path in &spec.candidates {
             libc::execve(path.as_ptr(), argv.as_ptr(), envp.as_ptr());
             let e = *libc::__errno_location();
@@ -437,5 +470,87 @@ unsafe fn child(
         }
         *libc::__errno_location() = saved;
         fail(11)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cocoon_proto::{Process, Rlimit, User};
+
+    fn process(args: &[&str]) -> Process {
+        Process {
+            args: args.iter().map(|s| s.to_string()).collect(),
+            env: vec!["PATH=/a:/b/".into(), "X=1".into()],
+            cwd: "/".into(),
+            user: User::default(),
+            rlimits: Vec::new(),
+            terminal: false,
+            console_size: None,
+            no_new_privileges: false,
+            capabilities: None,
+        }
+    }
+
+    fn refused(p: &Process) -> String {
+        match Spec::new(p) {
+            Err(SpecError::Invalid(m)) => m,
+            Ok(_) => panic!("accepted {p:?}"),
+        }
+    }
+
+    #[test]
+    fn a_bare_name_is_searched_in_the_processes_path() {
+        let s = Spec::new(&process(&["sh", "-c", "true"])).unwrap();
+        let c: Vec<_> = s
+            .candidates
+            .iter()
+            .map(|c| c.to_str().unwrap().to_string())
+            .collect();
+        assert_eq!(c, ["/a/sh", "/b/sh"]);
+        let s = Spec::new(&process(&["/bin/true"])).unwrap();
+        assert_eq!(s.candidates.len(), 1);
+    }
+
+    #[test]
+    fn the_oci_default_capabilities_apply_unless_others_are_asked_for() {
+        let s = Spec::new(&process(&["x"])).unwrap();
+        assert_ne!(s.keep_caps & (1 << 0), 0, "CAP_CHOWN kept");
+        assert_eq!(s.keep_caps & (1 << 21), 0, "CAP_SYS_ADMIN dropped");
+        let mut p = process(&["x"]);
+        p.capabilities = Some(vec!["CAP_SYS_ADMIN".into()]);
+        assert_eq!(Spec::new(&p).unwrap().keep_caps, 1 << 21);
+    }
+
+    #[test]
+    fn invalid_processes_are_refused_with_the_field_named() {
+        assert!(refused(&process(&[])).contains("args"));
+        assert!(refused(&process(&[""])).contains("args[0]"));
+        let mut p = process(&["x"]);
+        p.cwd = "tmp".into();
+        assert!(refused(&p).contains("cwd"));
+        let mut p = process(&["x"]);
+        p.env.push("NOEQUALS".into());
+        assert!(refused(&p).contains("NOEQUALS"));
+        let mut p = process(&["x"]);
+        p.rlimits.push(Rlimit {
+            kind: "RLIMIT_BOGUS".into(),
+            soft: 1,
+            hard: 1,
+        });
+        assert!(refused(&p).contains("RLIMIT_BOGUS"));
+        let mut p = process(&["x"]);
+        p.rlimits.push(Rlimit {
+            kind: "RLIMIT_NOFILE".into(),
+            soft: 2,
+            hard: 1,
+        });
+        assert!(refused(&p).contains("soft"));
+        let mut p = process(&["x"]);
+        p.capabilities = Some(vec!["CAP_BOGUS".into()]);
+        assert!(refused(&p).contains("CAP_BOGUS"));
+        let mut p = process(&["a\0b"]);
+        p.args.push("y".into());
+        assert!(refused(&p).contains("NUL"));
     }
 }
