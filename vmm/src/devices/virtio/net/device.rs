@@ -671,6 +671,20 @@ mod tests {
             ip(&["link", "set", "cctap0", "up"]);
             let mac = MacAddr::parse("02:00:00:00:00:02").unwrap();
             let mut net = Net::with_tap(Tap::open("cctap0").unwrap(), mac).unwrap();
+            // Attaching turns the carrier on; until the kernel's link watch
+            // has run (up to a second later) the TAP drops what it sends.
+            let start = std::time::Instant::now();
+            loop {
+                let out = std::process::Command::new("ip")
+                    .args(["-o", "link", "show", "dev", "cctap0"])
+                    .output()
+                    .unwrap();
+                if String::from_utf8_lossy(&out.stdout).contains(" state UP ") {
+                    break;
+                }
+                assert!(start.elapsed() < std::time::Duration::from_secs(5));
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
             let m = mem();
             let rxq = MockSplitQueue::new(&m, 16);
             let txq = MockSplitQueue::create(&m, GuestAddress(0x8_0000), 16);
