@@ -42,9 +42,9 @@ fuzz_target!(|data: &[u8]| {
             assert!(len > 0 && mem.check_range(addr, len as usize, Permissions::Read));
             total += u64::from(len);
         }
-        assert_eq!(total, u64::from(frame.len));
-        assert!(total <= MAX_TX_LEN);
-        assert!(total >= (VNET_HDR_LEN + MIN_FRAME_LEN) as u64);
+        assert_eq!(total + VNET_HDR_LEN as u64, u64::from(frame.len));
+        assert!(u64::from(frame.len) <= MAX_TX_LEN);
+        assert!(frame.len as usize >= VNET_HDR_LEN + MIN_FRAME_LEN);
     }
     if let Ok(buf) = parse_rx(chain) {
         let mut total = 0u64;

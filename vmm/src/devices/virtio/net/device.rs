@@ -10,7 +10,9 @@ use virtio_queue::{Queue, QueueOwnedT, QueueT};
 use vm_memory::{Bytes, GuestMemoryMmap};
 use vmm_sys_util::eventfd::EventFd;
 
-use super::request::{buffers_needed, parse_rx, parse_tx, RxBuffer};
+use super::request::{
+    buffers_needed, parse_rx, parse_tx, GsoType, RxBuffer, VnetHdr, HDR_F_NEEDS_CSUM,
+};
 use super::tap::{Tap, TapError, OFFLOAD_CSUM, OFFLOAD_TSO4, OFFLOAD_TSO6};
 use super::{MacAddr, MAX_FRAME_LEN, QUEUE_SIZE, VNET_HDR_LEN};
 use crate::devices::virtio::{
@@ -96,7 +98,7 @@ struct Active {
     mem: GuestMemoryMmap,
     interrupt: Interrupt,
     queues: Vec<Queue>,
-    mrg_rxbuf: bool,
+    acked: u64,
 }
 
 /// What became of one frame offered to the receive queue.
@@ -205,6 +207,7 @@ impl Net {
         while let Some(chain) = q.pop_descriptor_chain(mem) {
             let head = chain.head_index();
             match parse_tx(chain) {
+                Ok(frame) if !tx_header_allowed(&frame.hdr, active.acked) => m.tx_malformed += 1,
                 Ok(frame) => match self.tap.write_frame(mem, &frame) {
                     Ok(_) => {
                         m.tx_frames += 1;
@@ -290,6 +293,26 @@ impl Net {
     }
 }
 
+/// Whether a TX header asks only for offloads the guest negotiated: the
+/// device's checksum offload for NEEDS_CSUM, HOST_TSO4/6 for TCP
+/// segmentation; no UDP fragmentation or ECN (never offered), and no
+/// receive-only flags.
+fn tx_header_allowed(hdr: &VnetHdr, acked: u64) -> bool {
+    let flags_ok = match hdr.flags() {
+        0 => true,
+        HDR_F_NEEDS_CSUM => acked & features::CSUM != 0,
+        _ => false,
+    };
+    let gso_ok = !hdr.gso_ecn()
+        && match hdr.gso_type() {
+            GsoType::None => true,
+            GsoType::TcpV4 => acked & features::HOST_TSO4 != 0,
+            GsoType::TcpV6 => acked & features::HOST_TSO6 != 0,
+            GsoType::Udp | GsoType::Unknown(_) => false,
+        };
+    flags_ok && gso_ok
+}
+
 /// Puts one frame (header first) into the guest's receive buffers. Chains
 /// are parsed before anything is written: if the guest has not given
 /// enough room yet, every chain taken is handed back to the available ring
@@ -306,7 +329,7 @@ fn deliver(active: &mut Active, frame: &mut [u8], m: &mut NetMetrics) -> (Delive
         if let Some(k) = buffers_needed(&bufs, frame.len()) {
             break k;
         }
-        if !active.mrg_rxbuf && !bufs.is_empty() {
+        if active.acked & features::MRG_RXBUF == 0 && !bufs.is_empty() {
             // One buffer per frame and this one is too small: the guest
             // never said it takes frames this large. Drop the frame, keep
             // the buffer for the next one.
@@ -410,7 +433,7 @@ impl VirtioDevice for Net {
             mem,
             interrupt,
             queues,
-            mrg_rxbuf: acked & features::MRG_RXBUF != 0,
+            acked,
         });
         self.rx_len = 0;
         self.rx_waiting = false;
@@ -454,6 +477,7 @@ mod tests {
         rxq: &MockSplitQueue<GuestMemoryMmap>,
         mrg: bool,
     ) -> (Active, EventFd) {
+        let acked = if mrg { features::MRG_RXBUF } else { 0 };
         let irq = EventFd::new(libc::EFD_NONBLOCK).unwrap();
         let txq = MockSplitQueue::create(m, GuestAddress(0x8_0000), 16);
         (
@@ -461,10 +485,39 @@ mod tests {
                 mem: m.clone(),
                 interrupt: Interrupt::new(irq.try_clone().unwrap()),
                 queues: vec![rxq.create_queue().unwrap(), txq.create_queue().unwrap()],
-                mrg_rxbuf: mrg,
+                acked,
             },
             irq,
         )
+    }
+
+    #[test]
+    fn tx_headers_are_held_to_the_negotiated_features() {
+        use features::*;
+        let hdr = |flags: u8, gso: u8| {
+            let mut bytes = [0u8; VNET_HDR_LEN];
+            bytes[0] = flags;
+            bytes[1] = gso;
+            VnetHdr { bytes }
+        };
+        let all = CSUM | HOST_TSO4 | HOST_TSO6;
+        assert!(tx_header_allowed(&hdr(0, 0), 0));
+        assert!(
+            !tx_header_allowed(&hdr(1, 0), 0),
+            "checksum offload not acked"
+        );
+        assert!(tx_header_allowed(&hdr(1, 0), CSUM));
+        assert!(!tx_header_allowed(&hdr(1, 1), CSUM), "TSO4 not acked");
+        assert!(tx_header_allowed(&hdr(1, 1), all));
+        assert!(tx_header_allowed(&hdr(1, 4), all));
+        assert!(!tx_header_allowed(&hdr(1, 4), CSUM | HOST_TSO4));
+        assert!(!tx_header_allowed(&hdr(1, 0x81), all), "ECN never offered");
+        assert!(!tx_header_allowed(&hdr(1, 3), all), "UFO never offered");
+        assert!(!tx_header_allowed(&hdr(1, 9), all));
+        assert!(
+            !tx_header_allowed(&hdr(2, 0), all),
+            "DATA_VALID is receive-only"
+        );
     }
 
     fn frame(len: usize) -> Vec<u8> {
@@ -694,7 +747,12 @@ mod tests {
             }
             let req = arp_request(mac.bytes());
             m.write_slice(&req, GuestAddress(B)).unwrap();
-            txq.add_desc_chains(&linked(&[(B, req.len() as u32, 0)]), 0)
+            // A write-only descriptor, the request, a buffer outside memory.
+            txq.add_desc_chains(&linked(&[(B, req.len() as u32, W)]), 0)
+                .unwrap();
+            txq.add_desc_chains(&linked(&[(B, req.len() as u32, 0)]), 1)
+                .unwrap();
+            txq.add_desc_chains(&linked(&[(0xfff_0000, 64, 0)]), 2)
                 .unwrap();
             let irq = EventFd::new(libc::EFD_NONBLOCK).unwrap();
             net.activate(
@@ -706,6 +764,11 @@ mod tests {
             .unwrap();
             net.process_tx();
             assert_eq!(net.metrics.tx_frames, 1, "{:?}", net.metrics);
+            assert_eq!(net.metrics.tx_malformed, 2, "{:?}", net.metrics);
+            assert_eq!(txq.used().idx().load(), 3);
+            for i in 0..3 {
+                assert_eq!(used(&txq, i), (i as u32, 0));
+            }
             let start = std::time::Instant::now();
             let mut found = false;
             while !found && start.elapsed() < std::time::Duration::from_secs(5) {

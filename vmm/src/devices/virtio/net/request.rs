@@ -1,6 +1,8 @@
 //! Turns descriptor chains into checked frame buffers without doing any
-//! I/O: a TX chain into the guest-memory segments of one outgoing frame
-//! (virtio-net header first), an RX chain into the writable segments a
+//! I/O: a TX chain into a copy of its virtio-net header (typed, so the
+//! device can hold it against the negotiated features, and copied, so the
+//! guest cannot change it after the check) and the guest-memory segments
+//! of the Ethernet frame after it; an RX chain into the writable segments a
 //! received frame may fill. Everything the guest controls is checked here:
 //! directions, addresses, lengths, overflow, and chains that do not end
 //! (a loop, or a `next` past the table: the iterator stops on those while
@@ -9,7 +11,7 @@
 use std::ops::Deref;
 
 use virtio_queue::DescriptorChain;
-use vm_memory::{Address, GuestAddress, GuestMemory, Permissions};
+use vm_memory::{Address, Bytes, GuestAddress, GuestMemory, Permissions};
 
 use super::{MAX_FRAME_LEN, MIN_FRAME_LEN, VNET_HDR_LEN};
 
@@ -72,10 +74,70 @@ pub enum RxError {
     Unterminated,
 }
 
-/// One outgoing frame in guest memory: the header, then the Ethernet frame.
+/// `flags`: the checksum from `csum_start` on is left to the device.
+pub const HDR_F_NEEDS_CSUM: u8 = 1;
+/// `gso_type` bit: the segments need ECN's CWR set.
+pub const GSO_ECN: u8 = 0x80;
+
+/// What segmentation a TX frame asks for (`gso_type` without the ECN bit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GsoType {
+    /// A single frame.
+    None,
+    /// TCP over IPv4, to be cut into `gso_size` segments.
+    TcpV4,
+    /// UDP fragmentation offload.
+    Udp,
+    /// TCP over IPv6.
+    TcpV6,
+    /// Anything else.
+    Unknown(u8),
+}
+
+impl From<u8> for GsoType {
+    fn from(v: u8) -> Self {
+        match v {
+            0 => GsoType::None,
+            1 => GsoType::TcpV4,
+            3 => GsoType::Udp,
+            4 => GsoType::TcpV6,
+            other => GsoType::Unknown(other),
+        }
+    }
+}
+
+/// A `virtio_net_hdr_v1` as the guest wrote it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VnetHdr {
+    /// Raw bytes (passed to the TAP as they are once checked).
+    pub bytes: [u8; VNET_HDR_LEN],
+}
+
+impl VnetHdr {
+    /// `flags`.
+    pub fn flags(&self) -> u8 {
+        self.bytes[0]
+    }
+
+    /// `gso_type` without the ECN bit.
+    pub fn gso_type(&self) -> GsoType {
+        GsoType::from(self.bytes[1] & !GSO_ECN)
+    }
+
+    /// Whether the ECN bit is set.
+    pub fn gso_ecn(&self) -> bool {
+        self.bytes[1] & GSO_ECN != 0
+    }
+}
+
+/// One outgoing frame: its header (copied out of guest memory), then the
+/// Ethernet frame in guest memory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TxFrame {
-    /// Non-empty buffers in order, each inside guest memory.
+    /// The header.
+    pub hdr: VnetHdr,
+    /// Non-empty buffers of the Ethernet frame in order, each inside guest
+    /// memory.
     pub segments: Vec<(GuestAddress, u32)>,
     /// Total bytes, header included (at most `MAX_TX_LEN`).
     pub len: u32,
@@ -136,7 +198,31 @@ where
     if (len as usize) < VNET_HDR_LEN + MIN_FRAME_LEN {
         return Err(TxError::TooShort(len));
     }
-    Ok(TxFrame { segments, len })
+    // Copy the header out (it may span descriptors) and keep only what
+    // follows it.
+    let mut hdr = [0u8; VNET_HDR_LEN];
+    let mut got = 0usize;
+    let mut frame = Vec::with_capacity(segments.len());
+    for (addr, seg_len) in segments {
+        let take = (seg_len as usize).min(VNET_HDR_LEN - got);
+        if take > 0 {
+            mem.read_slice(&mut hdr[got..got + take], addr)
+                .map_err(|_| TxError::BadAddress {
+                    addr: addr.raw_value(),
+                    len: seg_len,
+                })?;
+            got += take;
+        }
+        if take < seg_len as usize {
+            // take <= VNET_HDR_LEN, and the range was checked above.
+            frame.push((addr.unchecked_add(take as u64), seg_len - take as u32));
+        }
+    }
+    Ok(TxFrame {
+        hdr: VnetHdr { bytes: hdr },
+        segments: frame,
+        len,
+    })
 }
 
 /// Parses one RX chain.
@@ -207,7 +293,7 @@ pub(crate) mod tests {
     use virtio_bindings::virtio_ring::{VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
     use virtio_queue::desc::{split::Descriptor as SplitDescriptor, RawDescriptor};
     use virtio_queue::mock::MockSplitQueue;
-    use vm_memory::GuestMemoryMmap;
+    use vm_memory::{Bytes, GuestMemoryMmap};
 
     pub const A: u64 = 0x10_0000;
     pub const B: u64 = 0x20_0000;
@@ -225,15 +311,26 @@ pub(crate) mod tests {
     #[test]
     fn tx_frame_parses() {
         let m = mem();
+        m.write_slice(&[1, 4, 0, 0, 0x5a, 0x05], GuestAddress(A))
+            .unwrap();
         let f = tx(&m, &[desc(A, 12, 0), desc(B, 1514, 0)]).unwrap();
         assert_eq!(f.len, 1526);
-        assert_eq!(
-            f.segments,
-            vec![(GuestAddress(A), 12), (GuestAddress(B), 1514)]
-        );
+        assert_eq!(f.segments, vec![(GuestAddress(B), 1514)]);
+        assert_eq!(f.hdr.flags(), HDR_F_NEEDS_CSUM);
+        assert_eq!(f.hdr.gso_type(), GsoType::TcpV6);
+        assert!(!f.hdr.gso_ecn());
         // Header and frame in one buffer (ANY_LAYOUT, as Linux sends).
         let f = tx(&m, &[desc(A, 60, 0)]).unwrap();
         assert_eq!(f.len, 60);
+        assert_eq!(f.segments, vec![(GuestAddress(A + 12), 48)]);
+        assert_eq!(f.hdr.bytes[..6], [1, 4, 0, 0, 0x5a, 0x05]);
+        // A header split over descriptors.
+        let f = tx(&m, &[desc(A, 5, 0), desc(A + 5, 9, 0), desc(B, 40, 0)]).unwrap();
+        assert_eq!(f.hdr.bytes[..6], [1, 4, 0, 0, 0x5a, 0x05]);
+        assert_eq!(
+            f.segments,
+            vec![(GuestAddress(A + 12), 2), (GuestAddress(B), 40)]
+        );
     }
 
     #[test]
@@ -296,7 +393,7 @@ pub(crate) mod tests {
         );
         // Zero-length descriptors in between are skipped.
         let f = tx(&m, &[desc(A, 12, 0), desc(B, 0, 0), desc(B, 60, 0)]).unwrap();
-        assert_eq!(f.segments.len(), 2);
+        assert_eq!(f.segments, vec![(GuestAddress(B), 60)]);
         assert_eq!(tx(&m, &[desc(A, u32::MAX, 0)]), Err(TxError::TooLong));
         assert_eq!(
             tx(&m, &[desc(A, MAX_TX_LEN as u32 + 1, 0)]),

@@ -186,9 +186,9 @@ impl Tap {
         }
     }
 
-    /// Writes a frame that parsed (header and data in guest memory) with
-    /// one writev straight from guest memory. `WouldBlock` when the TAP's
-    /// queue is full.
+    /// Writes a frame that parsed with one writev: the checked copy of its
+    /// header, then the Ethernet frame straight from guest memory.
+    /// `WouldBlock` when the TAP's queue is full.
     pub fn write_frame(&self, mem: &GuestMemoryMmap, frame: &TxFrame) -> io::Result<usize> {
         let mut slices = Vec::with_capacity(frame.segments.len());
         for &(addr, len) in &frame.segments {
@@ -202,20 +202,23 @@ impl Tap {
             }
         }
         let guards: Vec<_> = slices.iter().map(|s| s.ptr_guard()).collect();
-        let iovecs: Vec<libc::iovec> = guards
-            .iter()
-            .zip(&slices)
-            .map(|(g, s)| libc::iovec {
-                iov_base: g.as_ptr() as *mut libc::c_void,
-                iov_len: s.len(),
-            })
-            .collect();
+        let mut iovecs: Vec<libc::iovec> = Vec::with_capacity(slices.len() + 1);
+        iovecs.push(libc::iovec {
+            iov_base: frame.hdr.bytes.as_ptr() as *mut libc::c_void,
+            iov_len: frame.hdr.bytes.len(),
+        });
+        iovecs.extend(guards.iter().zip(&slices).map(|(g, s)| libc::iovec {
+            iov_base: g.as_ptr() as *mut libc::c_void,
+            iov_len: s.len(),
+        }));
         let count = libc::c_int::try_from(iovecs.len())
             .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
         loop {
-            // SAFETY: every iovec points into guest memory that `guards`
-            // keeps mapped for the duration of the call, with the length of
-            // the checked slice it came from; the kernel only reads them.
+            // SAFETY: the first iovec is the header array in `frame`, alive
+            // for the call; every other points into guest memory that
+            // `guards` keeps mapped for the duration of the call, with the
+            // length of the checked slice it came from. The kernel only
+            // reads them.
             let n = unsafe { libc::writev(self.file.as_raw_fd(), iovecs.as_ptr(), count) };
             if n >= 0 {
                 return Ok(n as usize);
