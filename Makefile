@@ -61,8 +61,9 @@ vm-test: build test-initramfs
 
 test: lint unit-test vm-test
 
-bench: build
+bench: build test-initramfs
 	$(MACHINE) python3 bench/boot.py --vmm $(VMM) --kernel $(BUILD)/vmlinux --initrd $(BUILD)/initramfs.img
+	$(MACHINE) python3 bench/net.py --vmm $(VMM) --kernel $(BUILD)/vmlinux --initrd $(BUILD)/test-initramfs.img
 	bash bench/images.sh
 
 install: build

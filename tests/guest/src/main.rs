@@ -11,8 +11,9 @@
 //! `vsock-echo:PORT:N` (serve N echo connections at once),
 //! `vsock-send:PORT:SEED:MIB` (send to the host, read back until EOF),
 //! `net-up:IP/PREFIX` (address eth0 and bring it up), `tcp-send:IP:PORT:SEED:MIB`
-//! (connect, send a pattern, half-close, wait for the host's EOF) and
-//! `tcp-recv:IP:PORT` (connect, checksum everything until EOF).
+//! (connect, send a pattern, half-close, wait for the host's EOF),
+//! `tcp-recv:IP:PORT` (connect, checksum everything until EOF) and
+//! `tcp-sink:IP:PORT` (the same without the checksum, for benchmarks).
 
 #![cfg_attr(not(test), no_main)]
 #![cfg_attr(test, allow(dead_code))]
@@ -450,8 +451,8 @@ fn tcp_send(ip: &str, port: u16, seed: u64, mib: u64) -> std::io::Result<String>
     ))
 }
 
-/// Reads until EOF; reports the byte count, checksum and rate.
-fn tcp_recv(ip: &str, port: u16) -> std::io::Result<String> {
+/// Reads until EOF; reports the byte count, checksum (when `sum`) and rate.
+fn tcp_recv(ip: &str, port: u16, sum: bool) -> std::io::Result<String> {
     let mut s = tcp_connect(ip, port)?;
     let start = std::time::Instant::now();
     let mut h = Fnv::default();
@@ -462,15 +463,21 @@ fn tcp_recv(ip: &str, port: u16) -> std::io::Result<String> {
         if n == 0 {
             break;
         }
-        h.update(&buf[..n]);
+        if sum {
+            h.update(&buf[..n]);
+        }
         total += n as u64;
     }
     let secs = start.elapsed().as_secs_f64();
-    Ok(format!(
-        "tcp-recv bytes={total} sum={:016x} secs={secs:.3} gbits={:.3}",
-        h.value(),
-        total as f64 * 8.0 / secs.max(1e-9) / 1e9
-    ))
+    let gbits = total as f64 * 8.0 / secs.max(1e-9) / 1e9;
+    Ok(if sum {
+        format!(
+            "tcp-recv bytes={total} sum={:016x} secs={secs:.3} gbits={gbits:.3}",
+            h.value()
+        )
+    } else {
+        format!("tcp-sink bytes={total} secs={secs:.3} gbits={gbits:.3}")
+    })
 }
 
 fn getrandom_ready() -> String {
@@ -528,7 +535,11 @@ fn step(s: &str) {
             _ => format!("bad step {s}"),
         },
         ["tcp-recv", ip, port] => match port.parse() {
-            Ok(port) => tcp_recv(ip, port).unwrap_or_else(|e| format!("tcp-recv error={e}")),
+            Ok(port) => tcp_recv(ip, port, true).unwrap_or_else(|e| format!("tcp-recv error={e}")),
+            Err(_) => format!("bad step {s}"),
+        },
+        ["tcp-sink", ip, port] => match port.parse() {
+            Ok(port) => tcp_recv(ip, port, false).unwrap_or_else(|e| format!("tcp-sink error={e}")),
             Err(_) => format!("bad step {s}"),
         },
         _ => format!("bad step {s}"),
