@@ -699,12 +699,11 @@ mod tests {
         f
     }
 
-    /// A frame through a real TAP in a private network namespace: the
-    /// guest's ARP request goes out on TX and the kernel's reply comes back
-    /// on RX. Needs CAP_NET_ADMIN and CAP_SYS_ADMIN; skipped without.
-    #[test]
-    fn arp_round_trip_through_a_real_tap() {
-        let t = std::thread::spawn(|| {
+    /// Runs `f` on a thread in a private network namespace holding the TAP
+    /// `cctap0` (10.0.2.1/24, up, no IPv6) with a device attached to it and
+    /// the link up. Needs CAP_NET_ADMIN and CAP_SYS_ADMIN; skipped without.
+    fn with_real_tap(f: impl FnOnce(Net, MacAddr) + Send + 'static) {
+        let t = std::thread::spawn(move || {
             // SAFETY: moves only this test thread into a new network
             // namespace; no memory is involved.
             if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
@@ -723,7 +722,7 @@ mod tests {
             ip(&["addr", "add", "10.0.2.1/24", "dev", "cctap0"]);
             ip(&["link", "set", "cctap0", "up"]);
             let mac = MacAddr::parse("02:00:00:00:00:02").unwrap();
-            let mut net = Net::with_tap(Tap::open("cctap0").unwrap(), mac).unwrap();
+            let net = Net::with_tap(Tap::open("cctap0").unwrap(), mac).unwrap();
             // Attaching turns the carrier on; until the kernel's link watch
             // has run (up to a second later) the TAP drops what it sends.
             let start = std::time::Instant::now();
@@ -738,6 +737,16 @@ mod tests {
                 assert!(start.elapsed() < std::time::Duration::from_secs(5));
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
+            f(net, mac);
+        });
+        t.join().unwrap();
+    }
+
+    /// A frame through a real TAP: the guest's ARP request goes out on TX
+    /// and the kernel's reply comes back on RX.
+    #[test]
+    fn arp_round_trip_through_a_real_tap() {
+        with_real_tap(|mut net, mac| {
             let m = mem();
             let rxq = MockSplitQueue::new(&m, 16);
             let txq = MockSplitQueue::create(&m, GuestAddress(0x8_0000), 16);
@@ -790,6 +799,49 @@ mod tests {
             }
             assert!(found, "no ARP reply: {:?}", net.metrics);
         });
-        t.join().unwrap();
+    }
+
+    /// With no receive buffers the TAP leaves the event loop and the frame
+    /// waits; the guest's RX notification brings both back.
+    #[test]
+    fn tap_is_not_read_while_the_guest_has_no_buffers() {
+        with_real_tap(|mut net, _| {
+            let m = mem();
+            let rxq = MockSplitQueue::new(&m, 16);
+            let txq = MockSplitQueue::create(&m, GuestAddress(0x8_0000), 16);
+            assert!(!net.wants_tap(), "inactive");
+            let irq = EventFd::new(libc::EFD_NONBLOCK).unwrap();
+            net.activate(
+                m.clone(),
+                Interrupt::new(irq),
+                vec![rxq.create_queue().unwrap(), txq.create_queue().unwrap()],
+                crate::devices::virtio::VIRTIO_F_VERSION_1 | features::MRG_RXBUF,
+            )
+            .unwrap();
+            assert!(net.wants_tap());
+            // Make the kernel send a frame to the guest: an ARP request for
+            // 10.0.2.2, the destination of a datagram.
+            let sock = std::net::UdpSocket::bind("10.0.2.1:0").unwrap();
+            sock.send_to(b"x", "10.0.2.2:9").unwrap();
+            let start = std::time::Instant::now();
+            while net.rx_len == 0 {
+                net.process_rx();
+                assert!(start.elapsed() < std::time::Duration::from_secs(5));
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            assert!(net.rx_waiting && !net.wants_tap(), "TAP left alone");
+            assert_eq!(net.metrics.rx_frames, 0);
+            rxq.add_desc_chains(&linked(&[(A, 2048, W)]), 0).unwrap();
+            net.rx_notified();
+            assert!(net.wants_tap(), "TAP watched again");
+            assert_eq!(net.metrics.rx_frames, 1, "{:?}", net.metrics);
+            let (_, len) = used(&rxq, 0);
+            let mut f = vec![0u8; len as usize];
+            m.read_slice(&mut f, GuestAddress(A)).unwrap();
+            assert_eq!(&f[VNET_HDR_LEN..VNET_HDR_LEN + 6], &[0xff; 6]);
+            assert_eq!(&f[VNET_HDR_LEN + 12..VNET_HDR_LEN + 14], &[8, 6]);
+            net.reset();
+            assert!(!net.wants_tap(), "reset");
+        });
     }
 }
