@@ -252,6 +252,7 @@ impl Net {
                 match self.tap.read_frame(&mut self.rx_buf) {
                     Ok(n) if n < VNET_HDR_LEN || n > self.rx_buf.len() => {
                         self.metrics.rx_dropped += 1;
+                        budget -= 1;
                         continue;
                     }
                     Ok(n) => {

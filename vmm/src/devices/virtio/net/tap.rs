@@ -229,16 +229,6 @@ impl Tap {
             }
         }
     }
-
-    /// Writes a frame from a host buffer (tests and tools).
-    pub fn write_bytes(&self, buf: &[u8]) -> io::Result<usize> {
-        // SAFETY: the pointer and length describe `buf`, a live slice.
-        let n = unsafe { libc::write(self.file.as_raw_fd(), buf.as_ptr().cast(), buf.len()) };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(n as usize)
-    }
 }
 
 impl AsRawFd for Tap {
