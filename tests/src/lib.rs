@@ -124,7 +124,22 @@ impl VmmRun {
 
 /// Runs the VMM binary with `args`, killing it after `deadline`.
 pub fn run_vmm(args: &[&str], deadline: Duration) -> VmmRun {
-    let mut child = Command::new(vmm_bin())
+    run_vmm_via(&[], args, deadline)
+}
+
+/// Runs the VMM binary under a wrapper command (`wrapper` followed by the
+/// VMM's path and `args`, e.g. `ip netns exec NS`), killing it after
+/// `deadline`.
+pub fn run_vmm_via(wrapper: &[&str], args: &[&str], deadline: Duration) -> VmmRun {
+    let mut cmd = match wrapper.split_first() {
+        Some((prog, rest)) => {
+            let mut c = Command::new(prog);
+            c.args(rest).arg(vmm_bin());
+            c
+        }
+        None => Command::new(vmm_bin()),
+    };
+    let mut child = cmd
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -5,5 +5,6 @@
 
 mod boot;
 mod lifecycle;
+mod net;
 mod virtio;
 mod vsock;

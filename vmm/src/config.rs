@@ -7,6 +7,9 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use crate::devices::virtio::net::tap::{valid_ifname, MAX_IFNAME};
+use crate::devices::virtio::net::{MacAddr, MacError};
+
 /// Smallest guest memory we accept; a Linux guest needs a few MiB at least.
 pub const MIN_MEMORY_MIB: u64 = 16;
 /// Largest guest memory we accept (1 TiB); beyond that is a typo.
@@ -50,6 +53,24 @@ pub enum ConfigError {
     /// The vsock socket path is empty.
     #[error("the vsock socket path is empty")]
     VsockPath,
+    /// A `--net` flag could not be parsed.
+    #[error("invalid --net {0:?}: expected tap=NAME[,mac=MAC]")]
+    NetFlag(String),
+    /// A TAP name longer than an interface name can be.
+    #[error("tap name '{0}' is longer than {MAX_IFNAME} bytes (IFNAMSIZ)")]
+    TapNameTooLong(String),
+    /// A TAP name that cannot be an interface name.
+    #[error("invalid tap name '{0}': 1-{MAX_IFNAME} bytes, no '/', ':' or whitespace")]
+    TapName(String),
+    /// Two net devices on one TAP.
+    #[error("two net devices use tap '{0}'")]
+    DuplicateTap(String),
+    /// Two net devices with one MAC.
+    #[error("two net devices have the MAC address {0}")]
+    DuplicateMac(String),
+    /// A bad MAC address.
+    #[error(transparent)]
+    Mac(#[from] MacError),
     /// More devices than the MMIO bus has slots for.
     #[error("{0} virtio devices requested, at most {max} fit", max = crate::devices::mmio_bus::MAX_DEVICES)]
     TooManyDevices(usize),
@@ -96,6 +117,47 @@ impl DriveConfig {
     }
 }
 
+/// A virtio-net device as configured.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetDeviceConfig {
+    /// Name of an existing TAP device (in the VMM's network namespace).
+    pub tap: String,
+    /// The guest's MAC address (default: 02:xx:xx:xx:xx:xx derived from
+    /// the TAP name).
+    #[serde(default)]
+    pub mac: Option<String>,
+}
+
+impl NetDeviceConfig {
+    /// Parses `tap=NAME[,mac=MAC]` (the `--net` flag).
+    pub fn parse_flag(s: &str) -> Result<Self, ConfigError> {
+        let bad = || ConfigError::NetFlag(s.to_string());
+        let mut tap = None;
+        let mut mac = None;
+        for p in s.split(',') {
+            match p.split_once('=') {
+                Some(("tap", v)) if tap.is_none() => tap = Some(v.to_string()),
+                Some(("mac", v)) if mac.is_none() => mac = Some(v.to_string()),
+                _ => return Err(bad()),
+            }
+        }
+        Ok(NetDeviceConfig {
+            tap: tap.ok_or_else(bad)?,
+            mac,
+        })
+    }
+}
+
+/// A validated net device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetDevice {
+    /// TAP name, a valid interface name.
+    pub tap: String,
+    /// Unicast, non-zero MAC.
+    pub mac: MacAddr,
+}
+
 /// A validated drive.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Drive {
@@ -137,6 +199,9 @@ pub struct VmConfigFile {
     pub rng: Option<bool>,
     /// A virtio-vsock device (guest CID 3) bridged to this Unix socket.
     pub vsock: Option<PathBuf>,
+    /// virtio-net devices on TAPs, in the order the guest sees them
+    /// (eth0, eth1, ...).
+    pub net: Option<Vec<NetDeviceConfig>>,
 }
 
 impl VmConfigFile {
@@ -157,6 +222,7 @@ impl VmConfigFile {
             drives: other.drives.or(self.drives),
             rng: other.rng.or(self.rng),
             vsock: other.vsock.or(self.vsock),
+            net: other.net.or(self.net),
         }
     }
 
@@ -201,7 +267,28 @@ impl VmConfigFile {
         {
             return Err(ConfigError::VsockPath);
         }
-        let devices = drives.len() + usize::from(rng) + usize::from(self.vsock.is_some());
+        let mut nets: Vec<NetDevice> = Vec::new();
+        for n in self.net.unwrap_or_default() {
+            if n.tap.len() > MAX_IFNAME {
+                return Err(ConfigError::TapNameTooLong(n.tap));
+            }
+            if !valid_ifname(&n.tap) {
+                return Err(ConfigError::TapName(n.tap));
+            }
+            let mac = match &n.mac {
+                Some(m) => MacAddr::parse(m)?,
+                None => MacAddr::derived(&n.tap),
+            };
+            if nets.iter().any(|x| x.tap == n.tap) {
+                return Err(ConfigError::DuplicateTap(n.tap));
+            }
+            if nets.iter().any(|x| x.mac == mac) {
+                return Err(ConfigError::DuplicateMac(mac.to_string()));
+            }
+            nets.push(NetDevice { tap: n.tap, mac });
+        }
+        let devices =
+            drives.len() + nets.len() + usize::from(rng) + usize::from(self.vsock.is_some());
         if devices > crate::devices::mmio_bus::MAX_DEVICES {
             return Err(ConfigError::TooManyDevices(devices));
         }
@@ -215,6 +302,7 @@ impl VmConfigFile {
             drives,
             rng,
             vsock: self.vsock,
+            nets,
         })
     }
 }
@@ -240,6 +328,8 @@ pub struct VmConfig {
     pub rng: bool,
     /// virtio-vsock host socket.
     pub vsock: Option<PathBuf>,
+    /// virtio-net devices.
+    pub nets: Vec<NetDevice>,
 }
 
 #[cfg(test)]
@@ -286,6 +376,86 @@ mod tests {
         );
         assert!(DriveConfig::parse_flag(",ro").is_err());
         assert!(DriveConfig::parse_flag("/img,fast").is_err());
+    }
+
+    #[test]
+    fn net_flags_parse() {
+        assert_eq!(
+            NetDeviceConfig::parse_flag("tap=cctap0,mac=02:00:00:00:00:01").unwrap(),
+            NetDeviceConfig {
+                tap: "cctap0".into(),
+                mac: Some("02:00:00:00:00:01".into())
+            }
+        );
+        assert_eq!(
+            NetDeviceConfig::parse_flag("tap=t").unwrap().mac,
+            None,
+            "mac is optional"
+        );
+        for bad in [
+            "",
+            "cctap0",
+            "mac=02:00:00:00:00:01",
+            "tap=a,tap=b",
+            "tap=a,fast",
+        ] {
+            assert_eq!(
+                NetDeviceConfig::parse_flag(bad),
+                Err(ConfigError::NetFlag(bad.into()))
+            );
+        }
+    }
+
+    #[test]
+    fn nets_are_validated() {
+        let base = |net| VmConfigFile {
+            kernel: Some("/k".into()),
+            net: Some(net),
+            ..Default::default()
+        };
+        let n = |tap: &str, mac: Option<&str>| NetDeviceConfig {
+            tap: tap.into(),
+            mac: mac.map(Into::into),
+        };
+        let c = base(vec![
+            n("cctap0", None),
+            n("cctap1", Some("02:00:00:00:00:07")),
+        ])
+        .validate()
+        .unwrap();
+        assert_eq!(c.nets[0].mac, MacAddr::derived("cctap0"));
+        assert_eq!(c.nets[1].mac.to_string(), "02:00:00:00:00:07");
+        assert_eq!(
+            base(vec![n(&"t".repeat(16), None)]).validate(),
+            Err(ConfigError::TapNameTooLong("t".repeat(16)))
+        );
+        assert_eq!(
+            base(vec![n("a/b", None)]).validate(),
+            Err(ConfigError::TapName("a/b".into()))
+        );
+        assert_eq!(
+            base(vec![n("", None)]).validate(),
+            Err(ConfigError::TapName(String::new()))
+        );
+        assert!(matches!(
+            base(vec![n("t", Some("01:00:00:00:00:01"))]).validate(),
+            Err(ConfigError::Mac(MacError::Multicast(_)))
+        ));
+        assert_eq!(
+            base(vec![n("t", None), n("t", None)]).validate(),
+            Err(ConfigError::DuplicateTap("t".into()))
+        );
+        let mac = Some("02:00:00:00:00:01");
+        assert!(matches!(
+            base(vec![n("a", mac), n("b", mac)]).validate(),
+            Err(ConfigError::DuplicateMac(_))
+        ));
+        let json = r#"{"kernel": "/k", "net": [{"tap": "t0", "mac": "02:00:00:00:00:02"}]}"#;
+        let c = VmConfigFile::from_json(json).unwrap().validate().unwrap();
+        assert_eq!(c.nets.len(), 1);
+        let err = VmConfigFile::from_json(r#"{"kernel": "/k", "net": [{"tap": "t0", "ip": "x"}]}"#)
+            .unwrap_err();
+        assert!(err.to_string().contains("unknown field `ip`"), "{err}");
     }
 
     #[test]

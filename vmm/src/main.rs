@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use clap::Parser;
-use cocoon_vmm::config::DriveConfig;
+use cocoon_vmm::config::{DriveConfig, NetDeviceConfig};
 use cocoon_vmm::vcpu::VmEvent;
 use cocoon_vmm::{GuestExit, RunOptions, VmConfigFile, EXIT_ERROR, EXIT_GUEST_PANIC, EXIT_OK};
 
@@ -51,6 +51,11 @@ struct Args {
     /// connections to port P go to `PATH_P`.
     #[arg(long, value_name = "PATH")]
     vsock: Option<PathBuf>,
+    /// A virtio-net device on an existing TAP device (repeatable; the guest
+    /// sees them as eth0, eth1, ... in this order). Without mac=, the MAC
+    /// is 02:xx:xx:xx:xx:xx derived from the TAP name.
+    #[arg(long = "net", value_name = "tap=NAME[,mac=MAC]")]
+    nets: Vec<String>,
     /// Print VM exit counts when the guest ends.
     #[arg(long)]
     stats: bool,
@@ -94,6 +99,17 @@ fn main() {
         },
         rng: args.no_rng.then_some(false),
         vsock: args.vsock,
+        net: if args.nets.is_empty() {
+            None
+        } else {
+            Some(
+                args.nets
+                    .iter()
+                    .map(|n| NetDeviceConfig::parse_flag(n))
+                    .collect::<Result<Vec<_>, _>>()
+                    .unwrap_or_else(|e| fail(e)),
+            )
+        },
     };
     let config = file.merge(flags).validate().unwrap_or_else(|e| fail(e));
 

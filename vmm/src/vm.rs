@@ -26,6 +26,7 @@ use crate::devices::pio::PioBus;
 use crate::devices::serial::{self, COM1_IRQ};
 use crate::devices::virtio::block::{Block, BlockConfig, BlockError};
 use crate::devices::virtio::mmio::{MmioTransport, QUEUE_NOTIFY_OFFSET};
+use crate::devices::virtio::net::{Net, NetConfig, NetError};
 use crate::devices::virtio::rng::Rng;
 use crate::devices::virtio::vsock::device::VsockError;
 use crate::devices::virtio::vsock::Vsock;
@@ -89,6 +90,9 @@ pub enum VmError {
     /// The vsock device could not be created.
     #[error(transparent)]
     Vsock(VsockError),
+    /// A net device could not be created.
+    #[error(transparent)]
+    Net(NetError),
 }
 
 /// How the guest ended.
@@ -430,7 +434,8 @@ impl VirtioSlot {
     }
 }
 
-/// Creates the configured virtio devices, in slot order: drives, vsock, rng.
+/// Creates the configured virtio devices, in slot order: drives, nets,
+/// vsock, rng.
 /// Opens their backends, so bad paths fail before any KVM state exists.
 fn create_virtio_devices(config: &VmConfig) -> Result<Vec<VirtioSlot>, VmError> {
     let mut slots = Vec::new();
@@ -441,6 +446,13 @@ fn create_virtio_devices(config: &VmConfig) -> Result<Vec<VirtioSlot>, VmError> 
             id: d.id.clone(),
         };
         slots.push(VirtioSlot::new(Block::new(&cfg).map_err(VmError::Device)?));
+    }
+    for n in &config.nets {
+        let cfg = NetConfig {
+            tap: n.tap.clone(),
+            mac: n.mac,
+        };
+        slots.push(VirtioSlot::new(Net::new(&cfg).map_err(VmError::Net)?));
     }
     if let Some(path) = &config.vsock {
         slots.push(VirtioSlot::new(Vsock::new(path).map_err(VmError::Vsock)?));

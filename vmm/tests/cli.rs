@@ -229,3 +229,59 @@ fn console_flag_puts_the_serial_port_on_stdout() {
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout), "hello\n");
 }
+
+#[test]
+fn net_tap_that_does_not_exist() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = tiny_kernel(&dir, 0x1000);
+    assert_error(
+        &run(&["--kernel", &k, "--net", "tap=cocoon-nx9"]),
+        "tap device 'cocoon-nx9' not found",
+    );
+}
+
+#[test]
+fn net_tap_name_too_long() {
+    assert_error(
+        &run(&["--kernel", "/k", "--net", "tap=a-very-long-tapname"]),
+        "tap name 'a-very-long-tapname' is longer than 15 bytes (IFNAMSIZ)",
+    );
+}
+
+#[test]
+fn net_bad_mac() {
+    assert_error(
+        &run(&["--kernel", "/k", "--net", "tap=t0,mac=02:00:00:00:00"]),
+        "invalid MAC address '02:00:00:00:00'",
+    );
+    assert_error(
+        &run(&["--kernel", "/k", "--net", "tap=t0,mac=01:00:5e:00:00:01"]),
+        "is multicast",
+    );
+    assert_error(
+        &run(&["--kernel", "/k", "--net", "tap=t0,mac=00:00:00:00:00:00"]),
+        "is all zero",
+    );
+}
+
+#[test]
+fn net_flag_without_tap() {
+    assert_error(
+        &run(&["--kernel", "/k", "--net", "cctap0"]),
+        "invalid --net \"cctap0\": expected tap=NAME[,mac=MAC]",
+    );
+}
+
+#[test]
+fn net_config_with_unknown_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = common::write(
+        &dir,
+        "vm.json",
+        br#"{"kernel": "/k", "net": [{"tap": "t0", "ip": "10.0.2.2"}]}"#,
+    );
+    assert_error(
+        &run(&["--config", cfg.to_str().unwrap()]),
+        "unknown field `ip`",
+    );
+}

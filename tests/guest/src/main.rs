@@ -8,8 +8,12 @@
 //! pattern, fsync), `rowrite:DEV` (try to write a read-only device),
 //! `forcewrite:DEV` (clear the kernel's read-only flag, write with O_DIRECT),
 //! `rng:KIB` (read /dev/hwrng), `getrandom` (is the pool ready at once?),
-//! `vsock-echo:PORT:N` (serve N echo connections at once), and
-//! `vsock-send:PORT:SEED:MIB` (send to the host, read back until EOF).
+//! `vsock-echo:PORT:N` (serve N echo connections at once),
+//! `vsock-send:PORT:SEED:MIB` (send to the host, read back until EOF),
+//! `net-up:IP/PREFIX` (address eth0 and bring it up), `tcp-send:IP:PORT:SEED:MIB`
+//! (connect, send a pattern, half-close, wait for the host's EOF),
+//! `tcp-recv:IP:PORT` (connect, checksum everything until EOF) and
+//! `tcp-sink:IP:PORT` (the same without the checksum, for benchmarks).
 
 #![cfg_attr(not(test), no_main)]
 #![cfg_attr(test, allow(dead_code))]
@@ -345,6 +349,137 @@ fn vsock_send(port: u32, seed: u64, mib: u64) -> std::io::Result<String> {
     ))
 }
 
+/// Addresses eth0 with `ip/prefix` and brings it up (SIOCSIFADDR,
+/// SIOCSIFNETMASK, SIOCSIFFLAGS), then reports its MAC.
+fn net_up(spec: &str) -> std::io::Result<String> {
+    let bad = || std::io::Error::other(format!("bad address {spec}"));
+    let (ip, prefix) = spec.split_once('/').ok_or_else(bad)?;
+    let ip: std::net::Ipv4Addr = ip.parse().map_err(|_| bad())?;
+    let prefix: u32 = prefix.parse().map_err(|_| bad())?;
+    if prefix > 32 {
+        return Err(bad());
+    }
+    let mask = if prefix == 0 {
+        0
+    } else {
+        u32::MAX << (32 - prefix)
+    };
+    // SAFETY: plain socket creation; the fd is checked and owned below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh socket we own.
+    let sock = unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    let ifreq = || {
+        // SAFETY: ifreq is plain data; all-zero is valid.
+        let mut r: libc::ifreq = unsafe { std::mem::zeroed() };
+        for (d, s) in r.ifr_name.iter_mut().zip(b"eth0") {
+            *d = *s as libc::c_char;
+        }
+        r
+    };
+    let sockaddr = |a: u32| {
+        // SAFETY: sockaddr_in is plain data; all-zero is valid.
+        let mut sin: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+        sin.sin_family = libc::AF_INET as libc::sa_family_t;
+        sin.sin_addr.s_addr = a.to_be();
+        // SAFETY: sockaddr_in and sockaddr have the same size on Linux and
+        // both are plain data.
+        unsafe { std::mem::transmute::<libc::sockaddr_in, libc::sockaddr>(sin) }
+    };
+    let mut r = ifreq();
+    r.ifr_ifru.ifru_addr = sockaddr(u32::from(ip));
+    // SAFETY: the request reads a live ifreq.
+    check(unsafe { libc::ioctl(fd_of(&sock), libc::SIOCSIFADDR, &r) })?;
+    let mut r = ifreq();
+    r.ifr_ifru.ifru_netmask = sockaddr(mask);
+    // SAFETY: the request reads a live ifreq.
+    check(unsafe { libc::ioctl(fd_of(&sock), libc::SIOCSIFNETMASK, &r) })?;
+    let mut r = ifreq();
+    // SAFETY: the request fills a live ifreq.
+    check(unsafe { libc::ioctl(fd_of(&sock), libc::SIOCGIFFLAGS, &mut r) })?;
+    // SAFETY: SIOCGIFFLAGS set the flags member of the union.
+    let flags = unsafe { r.ifr_ifru.ifru_flags };
+    r.ifr_ifru.ifru_flags = flags | (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+    // SAFETY: the request reads a live ifreq.
+    check(unsafe { libc::ioctl(fd_of(&sock), libc::SIOCSIFFLAGS, &r) })?;
+    Ok(format!(
+        "net-up eth0 ip={ip}/{prefix} mac={} features={}",
+        read_sys("/sys/class/net/eth0/address"),
+        read_sys("/sys/class/net/eth0/device/features")
+    ))
+}
+
+/// Connects to `ip:port`, retrying while the host is not listening yet.
+fn tcp_connect(ip: &str, port: u16) -> std::io::Result<std::net::TcpStream> {
+    let addr: std::net::SocketAddr = format!("{ip}:{port}")
+        .parse()
+        .map_err(|_| std::io::Error::other("bad address"))?;
+    let mut last = None;
+    for _ in 0..300 {
+        match std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(5)) {
+            Ok(s) => return Ok(s),
+            Err(e) => last = Some(e),
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::other("connect failed")))
+}
+
+/// Sends `mib` MiB of pattern `seed`, half-closes, and waits for the host
+/// to close (so everything arrived before the VM powers off).
+fn tcp_send(ip: &str, port: u16, seed: u64, mib: u64) -> std::io::Result<String> {
+    let mut s = tcp_connect(ip, port)?;
+    let start = std::time::Instant::now();
+    let mut p = Pattern::new(seed);
+    let mut h = Fnv::default();
+    let mut buf = vec![0u8; 1 << 20];
+    for _ in 0..mib {
+        p.fill(&mut buf);
+        s.write_all(&buf)?;
+        h.update(&buf);
+    }
+    s.shutdown(std::net::Shutdown::Write)?;
+    let mut rest = Vec::new();
+    s.read_to_end(&mut rest)?;
+    let secs = start.elapsed().as_secs_f64();
+    Ok(format!(
+        "tcp-send bytes={} sum={:016x} secs={secs:.3}",
+        mib << 20,
+        h.value()
+    ))
+}
+
+/// Reads until EOF; reports the byte count, checksum (when `sum`) and rate.
+fn tcp_recv(ip: &str, port: u16, sum: bool) -> std::io::Result<String> {
+    let mut s = tcp_connect(ip, port)?;
+    let start = std::time::Instant::now();
+    let mut h = Fnv::default();
+    let mut buf = vec![0u8; 256 << 10];
+    let mut total = 0u64;
+    loop {
+        let n = s.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        if sum {
+            h.update(&buf[..n]);
+        }
+        total += n as u64;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let gbits = total as f64 * 8.0 / secs.max(1e-9) / 1e9;
+    Ok(if sum {
+        format!(
+            "tcp-recv bytes={total} sum={:016x} secs={secs:.3} gbits={gbits:.3}",
+            h.value()
+        )
+    } else {
+        format!("tcp-sink bytes={total} secs={secs:.3} gbits={gbits:.3}")
+    })
+}
+
 fn getrandom_ready() -> String {
     let mut b = [0u8; 16];
     // SAFETY: b is a live buffer of the given length.
@@ -391,6 +526,21 @@ fn step(s: &str) {
                 vsock_send(port, seed, mib).unwrap_or_else(|e| format!("vsock-send error={e}"))
             }
             _ => format!("bad step {s}"),
+        },
+        ["net-up", spec] => net_up(spec).unwrap_or_else(|e| format!("net-up error={e}")),
+        ["tcp-send", ip, port, seed, mib] => match (port.parse(), seed.parse(), mib.parse()) {
+            (Ok(port), Ok(seed), Ok(mib)) => {
+                tcp_send(ip, port, seed, mib).unwrap_or_else(|e| format!("tcp-send error={e}"))
+            }
+            _ => format!("bad step {s}"),
+        },
+        ["tcp-recv", ip, port] => match port.parse() {
+            Ok(port) => tcp_recv(ip, port, true).unwrap_or_else(|e| format!("tcp-recv error={e}")),
+            Err(_) => format!("bad step {s}"),
+        },
+        ["tcp-sink", ip, port] => match port.parse() {
+            Ok(port) => tcp_recv(ip, port, false).unwrap_or_else(|e| format!("tcp-sink error={e}")),
+            Err(_) => format!("bad step {s}"),
         },
         _ => format!("bad step {s}"),
     };

@@ -5,10 +5,12 @@
 //! activates the device. Every device folder has the same files:
 //! `device.rs` (state, config space, activation), `event_handler.rs`
 //! (eventfd wiring), `request.rs` where requests have structure (parsing a
-//! descriptor chain into a typed request, no I/O), `io.rs` (the backend).
+//! descriptor chain into a typed request, no I/O), `io.rs` (the backend;
+//! `tap.rs` for net).
 
 pub mod block;
 pub mod mmio;
+pub mod net;
 pub mod rng;
 pub mod vsock;
 
@@ -40,6 +42,9 @@ pub enum ActivateError {
         /// Queues given.
         got: usize,
     },
+    /// The device's backend refused the negotiated configuration.
+    #[error("backend: {0}")]
+    Backend(String),
 }
 
 /// An interrupt line shared by a transport and its device: the status

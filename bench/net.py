@@ -1,0 +1,151 @@
+#!/usr/bin/env python3
+"""Network benchmark: host->guest TCP throughput through a TAP, cocoon-vmm's
+virtio-net against QEMU's microvm machine with virtio-net-device on a tap
+netdev (vhost=off, so both are userspace devices). Same vmlinux, same test
+initramfs (tests/guest: `net-up`, then `tcp-sink` reads until EOF and
+reports the rate it measured), 1 vCPU, 256 MiB, median of N runs each.
+
+Everything happens in a network namespace this script creates and deletes:
+the TAP `cctap0` there has 10.0.2.1/24, the guest 10.0.2.2/24; the host
+side is a sender in the same namespace. Needs root and a KVM that can
+boot Linux (tests/machine/run puts it there); prints
+
+    bench: net_tcp_gbits cocoon=<x> qemu_microvm=<y> ratio=<x/y>
+"""
+
+import argparse
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import time
+
+MEM_MIB = 256
+HOST_IP = "10.0.2.1"
+GUEST = "10.0.2.2/24"
+MAC = "02:cc:00:00:00:02"
+TAP = "cctap0"
+PORT = 5301
+
+
+def sh(*cmd):
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+
+
+def serve(port, mib):
+    """Runs inside the namespace: send `mib` MiB to the first client."""
+    l = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    l.bind((HOST_IP, port))
+    l.listen(1)
+    print("ready", flush=True)
+    c, _ = l.accept()
+    buf = os.urandom(1 << 20)
+    for _ in range(mib):
+        c.sendall(buf)
+    c.shutdown(socket.SHUT_WR)
+    c.recv(1)
+    c.close()
+
+
+def steps(port):
+    return f"net-up:{GUEST},tcp-sink:{HOST_IP}:{port}"
+
+
+def cocoon_cmd(args, port):
+    return [args.vmm, "--kernel", args.kernel, "--initrd", args.initrd, "--vcpus", "1",
+            "--memory-mib", str(MEM_MIB), "--console", "--no-rng",
+            "--net", f"tap={TAP},mac={MAC}", "--cmdline", f"quiet cocoon.test={steps(port)}"]
+
+
+def qemu_cmd(args, port):
+    return [args.qemu, "-M", "microvm,x-option-roms=off,rtc=off,acpi=off",
+            "-enable-kvm", "-cpu", "host", "-smp", "1", "-m", str(MEM_MIB),
+            "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
+            "-kernel", args.kernel, "-initrd", args.initrd,
+            "-append", f"console=ttyS0 reboot=k panic=-1 no_timer_check quiet cocoon.test={steps(port)}",
+            "-serial", "stdio",
+            "-netdev", f"tap,id=n0,ifname={TAP},script=no,downscript=no,vhost=off",
+            "-device", f"virtio-net-device,netdev=n0,mac={MAC}"]
+
+
+def run_one(args, ns, name, port):
+    server = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, os.path.abspath(__file__),
+                               "--serve", str(port), str(args.mib)],
+                              stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    try:
+        if server.stdout.readline().strip() != b"ready":
+            raise RuntimeError("sender did not start")
+        cmd = cocoon_cmd(args, port) if name == "cocoon" else qemu_cmd(args, port)
+        vm = subprocess.Popen(["ip", "netns", "exec", ns] + cmd, stdin=subprocess.DEVNULL,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + args.timeout
+        out = b""
+        gbits = None
+        try:
+            for line in vm.stdout:
+                out += line
+                text = line.decode(errors="replace")
+                if "cocoon-test: tcp-sink" in text:
+                    if "error=" in text:
+                        raise RuntimeError(f"{name}: {text.strip()}")
+                    fields = dict(kv.split("=", 1) for kv in text.split() if "=" in kv)
+                    gbits = float(fields["gbits"])
+                    break
+                if time.monotonic() > deadline:
+                    break
+        finally:
+            vm.kill()
+            vm.wait()
+        if gbits is None:
+            raise RuntimeError(f"{name}: no tcp-sink result\n{out.decode(errors='replace')[-3000:]}")
+        return gbits
+    finally:
+        server.kill()
+        server.wait()
+
+
+def main():
+    if len(sys.argv) == 4 and sys.argv[1] == "--serve":
+        serve(int(sys.argv[2]), int(sys.argv[3]))
+        return
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--vmm", required=True)
+    ap.add_argument("--kernel", required=True)
+    ap.add_argument("--initrd", required=True, help="the test initramfs (make test-initramfs)")
+    ap.add_argument("--qemu", default=shutil.which("qemu-system-x86_64") or "qemu-system-x86_64")
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--mib", type=int, default=512, help="MiB sent per run")
+    ap.add_argument("--timeout", type=float, default=300)
+    args = ap.parse_args()
+    args.kernel = os.path.realpath(args.kernel)
+    args.vmm = os.path.realpath(args.vmm)
+    args.initrd = os.path.realpath(args.initrd)
+
+    subprocess.run(["modprobe", "tun"], check=False, stderr=subprocess.DEVNULL)
+    ns = f"cocoon-bench-{os.getpid()}"
+    sh("ip", "netns", "add", ns)
+    try:
+        sh("ip", "-n", ns, "link", "set", "lo", "up")
+        sh("ip", "-n", ns, "tuntap", "add", "dev", TAP, "mode", "tap")
+        sh("ip", "-n", ns, "addr", "add", f"{HOST_IP}/24", "dev", TAP)
+        sh("ip", "-n", ns, "link", "set", TAP, "up")
+        results = {"cocoon": [], "qemu_microvm": []}
+        # Interleave the two so drift on a shared machine hits both alike.
+        for i in range(args.runs):
+            for name in results:
+                g = run_one(args, ns, name, PORT + i * 2 + (name != "cocoon"))
+                results[name].append(g)
+                print(f"bench: run {i + 1}/{args.runs} {name} net_tcp_gbits={g:.3f}", file=sys.stderr, flush=True)
+    finally:
+        subprocess.run(["ip", "-n", ns, "link", "del", TAP], check=False, stderr=subprocess.DEVNULL)
+        subprocess.run(["ip", "netns", "del", ns], check=False)
+    c = statistics.median(results["cocoon"])
+    q = statistics.median(results["qemu_microvm"])
+    print(f"bench: net_tcp_gbits cocoon={c:.3f} qemu_microvm={q:.3f} ratio={c / q:.2f}")
+
+
+if __name__ == "__main__":
+    main()
