@@ -9,6 +9,8 @@ pkgs=(
   cpio
   # the test machine (L1 VM) and the benchmark peer
   qemu-system-x86 linux-image-amd64 busybox-static kmod
+  # the exec benchmark peer
+  runc
   # image store: root disks (erofs, ext4 scratch)
   erofs-utils e2fsprogs
   # scripts
