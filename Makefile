@@ -6,8 +6,10 @@ SHELL := /bin/bash
 CARGO ?= cargo
 BUILD := build
 TRIPLE := x86_64-unknown-linux-gnu
-AGENT := target/$(TRIPLE)/release/cocoon-agent
-VMM := target/release/cocoon-vmm
+# Honours CARGO_TARGET_DIR (several worktrees can build side by side).
+TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
+AGENT := $(TARGET_DIR)/$(TRIPLE)/release/cocoon-agent
+VMM := $(TARGET_DIR)/release/cocoon-vmm
 MACHINE := tests/machine/run --
 PREFIX ?= /usr/local
 
@@ -31,7 +33,7 @@ initramfs: agent
 # The device tests' guest program as /init of its own initramfs (test only).
 test-initramfs:
 	RUSTFLAGS='-C target-feature=+crt-static' $(CARGO) build --release --locked --target $(TRIPLE) -p cocoon-guest-test
-	scripts/mkinitramfs.sh target/$(TRIPLE)/release/cocoon-guest-test $(BUILD)/test-initramfs.img
+	scripts/mkinitramfs.sh $(TARGET_DIR)/$(TRIPLE)/release/cocoon-guest-test $(BUILD)/test-initramfs.img
 
 vmm:
 	$(CARGO) build --release --locked -p cocoon-vmm
@@ -53,6 +55,7 @@ unit-test:
 
 # Integration tests that boot real Linux guests.
 vm-test: build test-initramfs
+	COCOON_VMM="$(abspath $(VMM))" \
 	CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER="$(CURDIR)/tests/machine/run --" \
 		$(CARGO) test --locked --release -p cocoon-tests --test vm -- --test-threads=1
 
