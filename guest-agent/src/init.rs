@@ -151,3 +151,31 @@ pub fn reboot() -> ! {
     ));
     reap_forever()
 }
+
+/// Moves the agent's root from the initramfs onto a tmpfs (with the
+/// filesystems `setup` mounted), as switch_root does. pivot_root cannot
+/// leave the initramfs, and containers need pivot_root: a chroot would let
+/// a workload with CAP_SYS_CHROOT walk back out to the agent's mounts.
+pub fn leave_initramfs() -> std::io::Result<()> {
+    use crate::sys::{check, cstr, mount as mnt};
+    let new = "/.agent-root";
+    std::fs::create_dir_all(new)?;
+    mnt(
+        "tmpfs",
+        new,
+        "tmpfs",
+        libc::MS_NOSUID | libc::MS_NODEV,
+        "mode=0755",
+    )?;
+    for d in ["dev", "proc", "sys", "run", "tmp"] {
+        let target = format!("{new}/{d}");
+        std::fs::create_dir_all(&target)?;
+        mnt(&format!("/{d}"), &target, "", libc::MS_MOVE, "")?;
+    }
+    std::env::set_current_dir(new)?;
+    mnt(".", "/", "", libc::MS_MOVE, "")?;
+    let dot = cstr(".")?;
+    // SAFETY: a valid C string; chroot to the tmpfs now mounted on /.
+    check(unsafe { libc::chroot(dot.as_ptr()) })?;
+    std::env::set_current_dir("/")
+}

@@ -1,6 +1,6 @@
 //! cocoon-agent: PID 1 inside every Cocoon VM. Sets up the guest's base
 //! filesystems, tells the VMM it is up through the debug port, and then
-//! serves (reaping orphans) until the protocol issue gives it work. The
+//! serves the host protocol (`proto/`) on vsock port 1024. The
 //! kernel command line selects a mode: `cocoon.mode=summary` prints one line
 //! about the guest and powers off; `cocoon.mode=reboot` resets through the
 //! kernel; `cocoon.mode=panic` exits PID 1 (the kernel panics), for tests.
@@ -10,9 +10,16 @@
 // no /dev/null and, without a console, no stdio at all.
 #![cfg_attr(not(test), no_main)]
 
+mod conn;
+mod container;
 mod debug_port;
+mod files;
 mod init;
+mod reaper;
+mod server;
+mod spawn;
 mod summary;
+mod sys;
 
 use std::io::Write;
 
@@ -39,7 +46,7 @@ fn mode_from_cmdline(cmdline: &str) -> Mode {
     Mode::Serve
 }
 
-fn log(msg: &str) {
+pub(crate) fn log(msg: &str) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "cocoon-agent: {msg}");
     let _ = out.flush();
@@ -48,7 +55,22 @@ fn log(msg: &str) {
 /// The C entry point; see the note on `no_main` above.
 #[cfg(not(test))]
 #[no_mangle]
-pub extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) -> libc::c_int {
+#[allow(clippy::not_unsafe_ptr_arg_deref)]
+pub extern "C" fn main(argc: libc::c_int, argv: *const *const libc::c_char) -> libc::c_int {
+    let args: Vec<String> = (0..argc.max(0) as usize)
+        .map(|i| {
+            // SAFETY: the C runtime passes argc valid NUL-terminated strings.
+            unsafe { std::ffi::CStr::from_ptr(*argv.add(i)) }
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    // The agent re-executes itself as each container's init.
+    match args.get(1).map(String::as_str) {
+        Some("container-init") => container::init_main(&args[2..]),
+        Some("tar-in" | "tar-out") => files::tar_main(&args[1..]),
+        _ => {}
+    }
     agent_main();
     0
 }
@@ -76,8 +98,26 @@ fn agent_main() {
             log("exiting PID 1 as asked (cocoon.mode=panic)");
             std::process::exit(1);
         }
-        Mode::Serve => init::reap_forever(),
+        Mode::Serve => serve(),
     }
+}
+
+/// Serves the host protocol; the main thread becomes the reaper.
+fn serve() -> ! {
+    // Before any thread exists, so every thread inherits it: SIGCHLD is
+    // taken only by the reaper's sigwaitinfo.
+    sys::block_sigchld();
+    // SAFETY: ignoring SIGPIPE: a closed pipe or socket is an EPIPE error.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+    if let Err(e) = init::leave_initramfs() {
+        log(&format!(
+            "cannot leave the initramfs, containers will not start: {e}"
+        ));
+    }
+    // The workload must never be able to get the agent OOM-killed.
+    let _ = std::fs::write("/proc/self/oom_score_adj", "-1000");
+    server::start();
+    reaper::reaper().run()
 }
 
 #[cfg(test)]

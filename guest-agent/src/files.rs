@@ -1,0 +1,308 @@
+//! Copying files and tar streams into and out of a container. Paths resolve inside
+//! the container's root as the workload sees it (its /tmp included), with
+//! `openat2(RESOLVE_IN_ROOT)` (single files) or inside the container's
+//! mount namespace (tar streams), so `..` and symlinks planted by the
+//! workload cannot reach the agent's own filesystem.
+
+use std::fs::File;
+use std::io::Write;
+use std::sync::Arc;
+
+use cocoon_proto::{ErrorBody, ErrorCode, Frame, Response};
+
+use crate::conn::Conn;
+use crate::container;
+use crate::sys::open_in_root;
+
+fn refuse(conn: &Arc<Conn>, id: u32, stream: u32, e: ErrorBody) {
+    conn.send(&Frame::Close { stream });
+    conn.respond(id, Err(e));
+}
+
+fn check_path(path: &str) -> Result<(), ErrorBody> {
+    if !path.starts_with('/') || path.contains('\0') {
+        return Err(ErrorBody::new(
+            ErrorCode::InvalidArgument,
+            format!("path {path:?} must be absolute"),
+        ));
+    }
+    Ok(())
+}
+
+/// A tar copy runs the agent's `tar-in`/`tar-out` helper inside the
+/// container (its mount namespace and root), so every path, `..` and
+/// symlink resolves as the workload sees it and never outside.
+struct TarJob {
+    slot: Arc<crate::reaper::ExitSlot>,
+    stderr: File,
+}
+
+impl TarJob {
+    fn start(
+        container_id: &str,
+        args: &[&str],
+        ours_is_stdin: bool,
+    ) -> Result<(TarJob, File), ErrorBody> {
+        let c = container::get(container_id)?;
+        let pipe =
+            || crate::sys::pipe().map_err(|e| ErrorBody::new(ErrorCode::Io, format!("pipe: {e}")));
+        let (data_r, data_w) = pipe()?;
+        let (err_r, err_w) = pipe()?;
+        let null = crate::sys::open("/dev/null", libc::O_RDWR)
+            .map_err(|e| ErrorBody::new(ErrorCode::Io, format!("/dev/null: {e}")))?;
+        let (stdio, ours) = if ours_is_stdin {
+            ([data_r, null, err_w], data_w)
+        } else {
+            ([null, data_w, err_w], data_r)
+        };
+        let slot = c.helper(args, stdio)?;
+        Ok((
+            TarJob {
+                slot,
+                stderr: File::from(err_r),
+            },
+            File::from(ours),
+        ))
+    }
+
+    /// Waits for the helper; its stderr is the error message.
+    fn finish(self) -> Result<(), ErrorBody> {
+        use std::io::Read;
+        let mut msg = String::new();
+        let _ = (&self.stderr).take(4096).read_to_string(&mut msg);
+        let (code, signal) = crate::reaper::decode(self.slot.wait());
+        if code == Some(0) {
+            return Ok(());
+        }
+        let msg = msg.trim();
+        let kind = if msg.contains("No such file") {
+            ErrorCode::NotFound
+        } else {
+            ErrorCode::Io
+        };
+        Err(ErrorBody::new(
+            kind,
+            if msg.is_empty() {
+                format!("tar helper failed (code {code:?}, signal {signal:?})")
+            } else {
+                msg.to_string()
+            },
+        ))
+    }
+}
+
+/// Entry of the `tar-in DIR` and `tar-out PATH` helpers (run inside the
+/// container by `TarJob`): a tar stream on stdin unpacked into DIR, or PATH
+/// (a file or a directory tree, links not followed) packed to stdout.
+#[cfg_attr(test, allow(dead_code))]
+pub fn tar_main(args: &[String]) -> ! {
+    let r = match args {
+        [cmd, dir] if cmd == "tar-in" => tar_in(dir),
+        [cmd, path] if cmd == "tar-out" => tar_out(path),
+        _ => Err(std::io::Error::other("usage: tar-in DIR | tar-out PATH")),
+    };
+    match r {
+        Ok(()) => std::process::exit(0),
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(1)
+        }
+    }
+}
+
+#[cfg_attr(test, allow(dead_code))]
+fn tar_in(dir: &str) -> std::io::Result<()> {
+    let meta =
+        std::fs::metadata(dir).map_err(|e| std::io::Error::new(e.kind(), format!("{dir}: {e}")))?;
+    if !meta.is_dir() {
+        return Err(std::io::Error::other(format!("{dir} is not a directory")));
+    }
+    let mut a = tar::Archive::new(std::io::stdin().lock());
+    a.set_preserve_permissions(true);
+    a.set_preserve_ownerships(true);
+    a.set_preserve_mtime(true);
+    a.set_overwrite(true);
+    a.unpack(dir)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("unpacking into {dir}: {e}")))
+}
+
+#[cfg_attr(test, allow(dead_code))]
+fn tar_out(path: &str) -> std::io::Result<()> {
+    let p = std::path::Path::new(path);
+    let meta = std::fs::symlink_metadata(p)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("{path}: {e}")))?;
+    let name = p
+        .file_name()
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| ".".into());
+    let mut b = tar::Builder::new(std::io::BufWriter::with_capacity(
+        256 * 1024,
+        std::io::stdout().lock(),
+    ));
+    b.follow_symlinks(false);
+    if meta.is_dir() {
+        b.append_dir_all(&name, p)?;
+    } else {
+        b.append_path_with_name(p, &name)?;
+    }
+    b.into_inner()?.flush()
+}
+
+fn open_err(path: &str, e: std::io::Error) -> ErrorBody {
+    let code = match e.raw_os_error() {
+        Some(libc::ENOENT) => ErrorCode::NotFound,
+        Some(libc::EACCES) | Some(libc::EPERM) => ErrorCode::PermissionDenied,
+        Some(libc::EXDEV) | Some(libc::ELOOP) => ErrorCode::InvalidArgument,
+        _ => ErrorCode::Io,
+    };
+    ErrorBody::new(code, format!("{path}: {e}"))
+}
+
+/// Writes the host's stream into `path` (created or truncated, `mode`).
+pub fn copy_in(
+    conn: &Arc<Conn>,
+    id: u32,
+    container_id: &str,
+    path: &str,
+    stream: u32,
+    tar: bool,
+    mode: u32,
+) {
+    if conn.stream_in_use(stream) {
+        return conn.respond(
+            id,
+            Err(ErrorBody::new(
+                ErrorCode::InvalidArgument,
+                format!("stream {stream} is in use"),
+            )),
+        );
+    }
+    if tar {
+        let started =
+            check_path(path).and_then(|()| TarJob::start(container_id, &["tar-in", path], true));
+        match started {
+            Err(e) => refuse(conn, id, stream, e),
+            Ok((job, file)) => {
+                let c = conn.clone();
+                conn.pump_in(
+                    stream,
+                    file,
+                    Some(Box::new(move |_| {
+                        // Our end of the pipe is closed now: the helper sees EOF.
+                        c.respond(id, job.finish().map(|()| Response::Done));
+                    })),
+                );
+            }
+        }
+        return;
+    }
+    let opened = (|| {
+        check_path(path)?;
+        let root = container::get(container_id)?.root_fd()?;
+        let fd = open_in_root(
+            &root,
+            path,
+            libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC,
+            mode,
+        )
+        .map_err(|e| open_err(path, e))?;
+        Ok(File::from(fd))
+    })();
+    match opened {
+        Err(e) => refuse(conn, id, stream, e),
+        Ok(file) => {
+            let c = conn.clone();
+            let path = path.to_string();
+            conn.pump_in(
+                stream,
+                file,
+                Some(Box::new(move |r| {
+                    c.respond(
+                        id,
+                        r.map(|_| Response::Done).map_err(|e| open_err(&path, e)),
+                    );
+                })),
+            );
+        }
+    }
+}
+
+/// Sends the file at `path` on `stream`.
+pub fn copy_out(conn: &Arc<Conn>, id: u32, container_id: &str, path: &str, stream: u32, tar: bool) {
+    if conn.stream_in_use(stream) {
+        return conn.respond(
+            id,
+            Err(ErrorBody::new(
+                ErrorCode::InvalidArgument,
+                format!("stream {stream} is in use"),
+            )),
+        );
+    }
+    if tar {
+        let started =
+            check_path(path).and_then(|()| TarJob::start(container_id, &["tar-out", path], false));
+        match started {
+            Err(e) => refuse(conn, id, stream, e),
+            Ok((job, file)) => {
+                let c = conn.clone();
+                conn.pump_out(
+                    stream,
+                    file,
+                    Some(Box::new(move |_| {
+                        c.respond(id, job.finish().map(|()| Response::Done));
+                    })),
+                );
+            }
+        }
+        return;
+    }
+    if tar {
+        let started =
+            check_path(path).and_then(|()| TarJob::start(container_id, &["tar-out", path], false));
+        match started {
+            Err(e) => refuse(conn, id, stream, e),
+            Ok((job, file)) => {
+                let c = conn.clone();
+                conn.pump_out(
+                    stream,
+                    file,
+                    Some(Box::new(move |_| {
+                        c.respond(id, job.finish().map(|()| Response::Done));
+                    })),
+                );
+            }
+        }
+        return;
+    }
+    let opened = (|| {
+        check_path(path)?;
+        let root = container::get(container_id)?.root_fd()?;
+        let fd = open_in_root(&root, path, libc::O_RDONLY, 0).map_err(|e| open_err(path, e))?;
+        let file = File::from(fd);
+        let meta = file.metadata().map_err(|e| open_err(path, e))?;
+        if !meta.is_file() {
+            return Err(ErrorBody::new(
+                ErrorCode::InvalidArgument,
+                format!("{path} is not a regular file"),
+            ));
+        }
+        Ok(file)
+    })();
+    match opened {
+        Err(e) => refuse(conn, id, stream, e),
+        Ok(file) => {
+            let c = conn.clone();
+            let path = path.to_string();
+            conn.pump_out(
+                stream,
+                file,
+                Some(Box::new(move |r| {
+                    c.respond(
+                        id,
+                        r.map(|_| Response::Done).map_err(|e| open_err(&path, e)),
+                    );
+                })),
+            );
+        }
+    }
+}
