@@ -217,7 +217,11 @@ impl Sandbox {
     /// Runs `fut` on this sandbox's runtime; panics with the diagnostics if
     /// it takes longer than `limit`.
     pub fn block_on<F: Future>(&self, what: &str, limit: Duration, fut: F) -> F::Output {
-        match self.rt.block_on(tokio::time::timeout(limit, fut)) {
+        // The timer must be created inside the runtime.
+        match self
+            .rt
+            .block_on(async { tokio::time::timeout(limit, fut).await })
+        {
             Ok(v) => v,
             Err(_) => panic!(
                 "{what} did not finish within {limit:?}\n{}",
