@@ -1,9 +1,12 @@
 //! Helpers for Cocoon's integration tests: where the built artefacts are,
-//! a check that this machine's KVM can boot Linux, and running the VMM
-//! binary with a deadline. Run the tests through `make vm-test`, which puts
-//! them in the test machine when this host cannot boot Linux guests.
+//! a check that this machine's KVM can boot Linux, running the VMM binary
+//! with a deadline, and (in [`sandbox`]) a booted VM with the agent
+//! connected. Run the tests through `make vm-test`, which puts them in the
+//! test machine when this host cannot boot Linux guests.
 
 #![warn(missing_docs)]
+
+pub mod sandbox;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
