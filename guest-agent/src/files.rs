@@ -122,8 +122,16 @@ fn tar_in(dir: &str) -> std::io::Result<()> {
     a.set_preserve_ownerships(true);
     a.set_preserve_mtime(true);
     a.set_overwrite(true);
-    a.unpack(dir)
-        .map_err(|e| std::io::Error::new(e.kind(), format!("unpacking into {dir}: {e}")))
+    a.unpack(dir).map_err(|e| {
+        // The tar crate puts the cause in source(); say it.
+        let mut msg = format!("unpacking into {dir}: {e}");
+        let mut cause = std::error::Error::source(&e);
+        while let Some(c) = cause {
+            msg.push_str(&format!(": {c}"));
+            cause = c.source();
+        }
+        std::io::Error::new(e.kind(), msg)
+    })
 }
 
 #[cfg_attr(test, allow(dead_code))]

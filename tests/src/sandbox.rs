@@ -100,6 +100,7 @@ pub struct Sandbox {
     vmm: Vmm,
     root_disk: PathBuf,
     scratch_disk: PathBuf,
+    socket: PathBuf,
     container_id: Option<String>,
     next_exec: AtomicU32,
     _dir: tempfile::TempDir,
@@ -155,6 +156,7 @@ impl Sandbox {
             vmm,
             root_disk,
             scratch_disk,
+            socket: socket.clone(),
             container_id: None,
             next_exec: AtomicU32::new(1),
             _dir: dir,
@@ -207,6 +209,11 @@ impl Sandbox {
     /// This sandbox's scratch disk.
     pub fn scratch_disk(&self) -> &Path {
         &self.scratch_disk
+    }
+
+    /// The VMM's hybrid vsock socket (`CONNECT <port>` reaches the guest).
+    pub fn vsock_socket(&self) -> &Path {
+        &self.socket
     }
 
     /// A fresh exec id.

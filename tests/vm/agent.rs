@@ -451,3 +451,142 @@ fn shutdown_powers_off_the_vm() {
     let status = sb.wait_vmm_exit(OP_DEADLINE);
     assert_eq!(status.code(), Some(0), "VMM {status}\n{}", sb.diagnostics());
 }
+
+#[test]
+fn sigterm_reaches_sleep() {
+    let sb = Sandbox::boot_default();
+    let h = sb.exec(process(&["sleep", "1000"]), NO_STDIO);
+    sb.ok("signal 15", h.signal(15));
+    let status = sb.wait(&h);
+    assert_eq!(status.signal, Some(15), "{status:?}");
+}
+
+#[test]
+fn the_agent_refuses_a_newer_protocol_version() {
+    use cocoon_proto::{read_frame, write_frame, Frame, Hello};
+    use std::io::{BufRead, BufReader, Write};
+    let sb = Sandbox::boot_default();
+    let mut s = std::os::unix::net::UnixStream::connect(sb.vsock_socket()).unwrap();
+    s.set_read_timeout(Some(OP_DEADLINE)).unwrap();
+    s.write_all(b"CONNECT 1024\n").unwrap();
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap();
+    assert!(line.starts_with("OK "), "{line:?}");
+    let future = Hello {
+        version: 99,
+        min_version: 99,
+        agent: Some("a host from the future".into()),
+    };
+    write_frame(&mut s, &Frame::Hello(future)).unwrap();
+    match read_frame(&mut r) {
+        Ok(Some(Frame::Error(e))) => {
+            assert_eq!(e.code, ErrorCode::UnsupportedVersion, "{e:?}");
+            assert!(
+                e.message.contains("99"),
+                "the error names the versions: {e:?}"
+            );
+        }
+        other => panic!("expected an UnsupportedVersion error frame, got {other:?}"),
+    }
+    // The agent keeps serving others.
+    assert_eq!(sb.run(&["echo", "ok"]).stdout, "ok\n");
+}
+
+#[test]
+fn tar_streams_copy_directories_in_and_out() {
+    let sb = Sandbox::boot_default();
+    let mut b = tar::Builder::new(Vec::new());
+    let data = pattern(11, 300_000);
+    for (path, body, mode) in [
+        ("d/a.bin", &data[..], 0o600),
+        ("d/sub/b.txt", b"hello\n".as_slice(), 0o644),
+    ] {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(body.len() as u64);
+        h.set_mode(mode);
+        h.set_uid(1234);
+        h.set_gid(5678);
+        b.append_data(&mut h, path, body).unwrap();
+    }
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Symlink);
+    h.set_size(0);
+    h.set_mode(0o777);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(0);
+    b.append_link(&mut h, "d/link", "sub/b.txt").unwrap();
+    let archive = b.into_inner().unwrap();
+    sb.ok(
+        "copy_in tar",
+        sb.client()
+            .copy_in(CONTAINER, "/tmp", true, 0, &archive[..]),
+    );
+    let out = sb.run(&[
+        "sh",
+        "-c",
+        "sha256sum /tmp/d/a.bin; stat -c '%a %u %g' /tmp/d/a.bin; cat /tmp/d/link; readlink /tmp/d/link",
+    ]);
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(
+        lines.first().and_then(|l| l.split_whitespace().next()),
+        Some(sha256_hex(&data).as_str()),
+        "{out:?}"
+    );
+    assert_eq!(
+        &lines[1..],
+        ["600 1234 5678", "hello", "sub/b.txt"],
+        "{out:?}"
+    );
+    let back = sb.block_on("copy_out tar", OP_DEADLINE, async {
+        let mut s = sb.client().copy_out(CONTAINER, "/tmp/d", true).await?;
+        s.read_all().await
+    });
+    let back = sb.check("copy_out tar", back);
+    let mut names = Vec::new();
+    let mut got_data = None;
+    for e in tar::Archive::new(&back[..]).entries().unwrap() {
+        let mut e = e.unwrap();
+        let name = e
+            .path()
+            .unwrap()
+            .to_string_lossy()
+            .trim_end_matches('/')
+            .to_string();
+        if name == "d/a.bin" {
+            let mut v = Vec::new();
+            std::io::Read::read_to_end(&mut e, &mut v).unwrap();
+            got_data = Some(v);
+        }
+        if name == "d/link" {
+            assert_eq!(
+                e.link_name().unwrap().unwrap().to_string_lossy(),
+                "sub/b.txt"
+            );
+        }
+        names.push(name);
+    }
+    names.sort();
+    assert_eq!(names, ["d", "d/a.bin", "d/link", "d/sub", "d/sub/b.txt"]);
+    assert!(got_data == Some(data), "d/a.bin came back different");
+    // A tar stream into a path that does not exist is an error.
+    let r = sb.block_on(
+        "copy_in tar to a missing dir",
+        OP_DEADLINE,
+        sb.client()
+            .copy_in(CONTAINER, "/no/such/dir", true, 0, &archive[..]),
+    );
+    assert!(matches!(r, Err(Error::Agent(_))), "{r:?}");
+}
+
+#[test]
+fn hostname_hosts_and_resolv_conf_are_in_place() {
+    let sb = Sandbox::boot_default();
+    let out = sb.run(&["sh", "-c", "hostname; cat /etc/hostname; grep -c localhost /etc/hosts; test -f /etc/resolv.conf && echo resolv; ls /bin | grep -c ."]);
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines[..4], [CONTAINER, CONTAINER, "2", "resolv"], "{out:?}");
+    // The image's files are there: busybox and its applet links.
+    let applets: usize = lines[4].parse().unwrap();
+    assert!(applets > 50, "only {applets} entries in /bin: {out:?}");
+}
