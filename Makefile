@@ -65,6 +65,8 @@ bench: build test-initramfs
 	$(MACHINE) python3 bench/boot.py --vmm $(VMM) --kernel $(BUILD)/vmlinux --initrd $(BUILD)/initramfs.img
 	$(MACHINE) python3 bench/net.py --vmm $(VMM) --kernel $(BUILD)/vmlinux --initrd $(BUILD)/test-initramfs.img
 	bash bench/images.sh
+	$(CARGO) build --release --locked -p cocoon-tests --example exec_bench
+	COCOON_VMM="$(abspath $(VMM))" bash bench/exec.sh "$(abspath $(TARGET_DIR))/release/examples/exec_bench"
 
 install: build
 	install -D -m 0755 $(VMM) $(PREFIX)/bin/cocoon-vmm
