@@ -415,6 +415,17 @@ fn root_is_the_image_with_a_writable_scratch_layer() {
     sb.wait_vmm_exit(OP_DEADLINE);
     let image_after = sha256_hex(&std::fs::read(sb.root_disk()).unwrap());
     assert_eq!(image_before, image_after, "the image disk changed");
+    // The write landed in the scratch disk's overlay upper layer.
+    let debugfs = std::process::Command::new("debugfs")
+        .args(["-R", "cat /upper/etc/x"])
+        .arg(sb.scratch_disk())
+        .output()
+        .unwrap_or_else(|e| panic!("debugfs (package e2fsprogs): {e}"));
+    assert_eq!(
+        String::from_utf8_lossy(&debugfs.stdout),
+        "written\n",
+        "the scratch disk's /upper/etc/x: {debugfs:?}"
+    );
 }
 
 #[test]
