@@ -20,6 +20,8 @@ use crate::sys::{self, check, cstr, mount, open, open_in_root};
 
 const RUN_DIR: &str = "/run/cocoon/c";
 const CGROUP_DIR: &str = "/sys/fs/cgroup/cocoon";
+/// Execs remembered per container before finished ones are forgotten.
+const MAX_EXECS: usize = 1024;
 
 fn err(code: ErrorCode, msg: impl Into<String>) -> ErrorBody {
     ErrorBody::new(code, msg)
@@ -619,7 +621,13 @@ impl Container {
         if let (Some(f), Some(s)) = (e, streams.stderr) {
             conn.pump_out(s, f, None);
         }
-        lock(&self.execs).insert(
+        let mut execs = lock(&self.execs);
+        // Finished processes are kept so a late Wait still answers, but
+        // not without bound.
+        if execs.len() >= MAX_EXECS {
+            execs.retain(|_, e| e.slot.try_get().is_none());
+        }
+        execs.insert(
             exec_id.to_string(),
             Arc::new(Exec {
                 pid,
