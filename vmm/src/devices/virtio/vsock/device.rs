@@ -15,7 +15,7 @@ use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::eventfd::EventFd;
 
 use super::connection::{Connection, State};
-use super::packet::{check_tx, Header, Op, HDR_SIZE, SHUTDOWN_RCV, SHUTDOWN_SEND, TYPE_STREAM};
+use super::packet::{read_tx, Header, Op, HDR_SIZE, SHUTDOWN_RCV, SHUTDOWN_SEND, TYPE_STREAM};
 use super::{GUEST_CID, HOST_CID, MAX_CONNECTIONS, MAX_PAYLOAD, QUEUE_SIZE};
 use crate::devices::virtio::{expect_queues, ActivateError, Interrupt, VirtioDevice, INT_VRING};
 
@@ -245,15 +245,7 @@ impl Vsock {
             let q = &mut active.queues[TX];
             while let Some(chain) = q.pop_descriptor_chain(mem) {
                 let head = chain.head_index();
-                let packet = chain.reader(mem).ok().and_then(|mut r| {
-                    let mut hdr = [0u8; HDR_SIZE];
-                    r.read_exact(&mut hdr).ok()?;
-                    let h = Header::parse(&hdr);
-                    check_tx(&h, r.available_bytes(), GUEST_CID).ok()?;
-                    let mut payload = vec![0u8; if h.op == Op::Rw { h.len as usize } else { 0 }];
-                    r.read_exact(&mut payload).ok()?;
-                    Some((h, payload))
-                });
+                let packet = read_tx(chain, GUEST_CID).ok();
                 match packet {
                     Some(p) => packets.push(p),
                     None => self.malformed_packets += 1,
