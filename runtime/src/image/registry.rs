@@ -806,28 +806,41 @@ fn envelope_detail(envelope: &OciEnvelope) -> String {
     one_line(&parts.join("; "))
 }
 
+/// An error and its causes, outermost first. `io::Error` hides the error
+/// it wraps from `source()` (it forwards to that error's own source), so
+/// the walk steps into it explicitly.
+fn causes<'e>(
+    e: &'e (dyn std::error::Error + 'static),
+) -> Vec<&'e (dyn std::error::Error + 'static)> {
+    let mut out = Vec::new();
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        out.push(err);
+        if out.len() > 32 {
+            break;
+        }
+        cur = match err.downcast_ref::<io::Error>().and_then(|io| io.get_ref()) {
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => err.source(),
+        };
+    }
+    out
+}
+
 /// Whether a connect error came from the TLS layer (rustls reports
 /// handshake failures as `InvalidData` I/O errors).
 fn has_invalid_data(e: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = cur {
-        if let Some(io) = err.downcast_ref::<io::Error>() {
-            if io.kind() == io::ErrorKind::InvalidData {
-                return true;
-            }
-        }
-        cur = err.source();
-    }
-    false
+    causes(e).iter().any(|err| {
+        err.downcast_ref::<io::Error>()
+            .is_some_and(|io| io.kind() == io::ErrorKind::InvalidData)
+    })
 }
 
 /// The deepest cause of an error (what the OS or TLS library said).
 fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut cur = e;
-    while let Some(next) = cur.source() {
-        cur = next;
-    }
-    one_line(&cur.to_string())
+    let all = causes(e);
+    let last = all.last().copied().unwrap_or(e);
+    one_line(&last.to_string())
 }
 
 /// An error and its causes on one line.
