@@ -622,3 +622,51 @@ fn pull_with_basic_auth() {
     let pulled = pull(&fx.images, &reference, &with(right)).0.unwrap();
     assert_eq!(pulled.record.manifest, built.manifest);
 }
+
+/// A tmpfs of `size` mounted on a fresh directory, unmounted on drop.
+struct SmallFs {
+    dir: tempfile::TempDir,
+}
+
+impl SmallFs {
+    fn mount(size: &str) -> SmallFs {
+        let dir = tempfile::tempdir().unwrap();
+        run(Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700")])
+            .arg("cocoon-test")
+            .arg(dir.path()));
+        SmallFs { dir }
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.dir.path()).status();
+    }
+}
+
+#[test]
+fn a_full_disk_is_reported() {
+    let reg = Registry::start(RegistryConfig::default());
+    let fx = Fixture::new();
+    let built = test_image("full");
+    let layout = fx.path("layout");
+    built.write_layout(&layout, Some("v1")).unwrap();
+    reg.push(&layout, "v1", "cocoon/big:v1", false);
+
+    // Room for the documents and small layers, not for the 300 KiB one.
+    let small = SmallFs::mount("192k");
+    let images = Images::open(small.dir.path()).unwrap();
+    let reference = format!("{}/cocoon/big:v1", reg.host());
+    let err = registry_error(pull(&images, &reference, &insecure(&reg)).0);
+    assert!(matches!(err, RegistryError::DiskFull { .. }), "{err}");
+    assert!(images
+        .store()
+        .blob_size(&built.layers[2].digest())
+        .unwrap()
+        .is_none());
+    let tmp: Vec<_> = fs::read_dir(images.store().root().join("tmp"))
+        .unwrap()
+        .collect();
+    assert!(tmp.is_empty(), "partial download left: {tmp:?}");
+}
