@@ -13,6 +13,8 @@ pkgs=(
   runc
   # image store: root disks (erofs, ext4 scratch)
   erofs-utils e2fsprogs
+  # registry pull tests: a local registry, pushing to it, TLS and basic-auth set-up
+  docker-registry skopeo openssl apache2-utils
   # scripts
   jq python3
 )

@@ -9,7 +9,9 @@
 //! only used as keys, never as paths to write.
 //!
 //! This module produces an [`ImageRecord`]; it does not save it, tag it,
-//! unpack layers or build disks. Registry pulls are not here.
+//! unpack layers or build disks. Registry pulls live in `registry.rs`, which
+//! fetches blobs into the store and then uses [`record_from_store`] and
+//! [`select_platform`] from here, so both paths check images the same way.
 
 use std::collections::{BTreeSet, HashMap};
 use std::fs::{File, OpenOptions};
@@ -36,19 +38,19 @@ const REF_NAME: &str = "org.opencontainers.image.ref.name";
 /// The annotation containerd writes with the full image name.
 const CONTAINERD_NAME: &str = "io.containerd.image.name";
 
-const INDEX_TYPES: &[&str] = &[
+pub(crate) const INDEX_TYPES: &[&str] = &[
     "application/vnd.oci.image.index.v1+json",
     "application/vnd.docker.distribution.manifest.list.v2+json",
 ];
-const MANIFEST_TYPES: &[&str] = &[
+pub(crate) const MANIFEST_TYPES: &[&str] = &[
     "application/vnd.oci.image.manifest.v1+json",
     "application/vnd.docker.distribution.manifest.v2+json",
 ];
-const CONFIG_TYPES: &[&str] = &[
+pub(crate) const CONFIG_TYPES: &[&str] = &[
     "application/vnd.oci.image.config.v1+json",
     "application/vnd.docker.container.image.v1+json",
 ];
-const LAYER_TYPES: &[&str] = &[
+pub(crate) const LAYER_TYPES: &[&str] = &[
     "application/vnd.oci.image.layer.v1.tar",
     "application/vnd.oci.image.layer.v1.tar+gzip",
     "application/vnd.oci.image.layer.v1.tar+zstd",
@@ -373,7 +375,7 @@ fn read_small(path: &Path) -> Result<Option<Vec<u8>>, LayoutError> {
     Ok(Some(buf))
 }
 
-fn desc_digest(what: &str, d: &Descriptor) -> Result<Digest, LayoutError> {
+pub(crate) fn desc_digest(what: &str, d: &Descriptor) -> Result<Digest, LayoutError> {
     Digest::try_from(d.digest()).map_err(|source| LayoutError::Digest {
         what: format!("{what} descriptor"),
         source,
@@ -463,6 +465,27 @@ fn import_index(
         let (next, _) = select(src, &nested_candidates, false)?;
         current = next.clone();
     }
+}
+
+/// Picks the linux/amd64 entry of an index fetched from `source` (a
+/// registry reference, used in errors).
+pub(crate) fn select_platform<'d>(
+    source: &Path,
+    candidates: &[&'d Descriptor],
+) -> Result<&'d Descriptor, LayoutError> {
+    Ok(select(&Source::Store(source), candidates, false)?.0)
+}
+
+/// Builds the record of the image whose manifest, config and layers are all
+/// in the store already (verified), with every check an import makes.
+/// `source` names where they came from, for errors.
+pub(crate) fn record_from_store(
+    store: &Store,
+    source: &Path,
+    manifest: &Digest,
+    size: u64,
+) -> Result<ImageRecord, LayoutError> {
+    import_manifest(store, &Source::Store(source), manifest, size)
 }
 
 /// Picks the linux/amd64 entry among `candidates`. With `require_unique`,

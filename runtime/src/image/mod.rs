@@ -3,8 +3,8 @@
 //! and garbage collection.
 //!
 //! [`Images`] is the entry point the daemon and the shim use; the modules
-//! below it each do one job and can be used on their own. Registry pulls are
-//! not implemented yet.
+//! below it each do one job and can be used on their own. Registry pulls
+//! ([`Images::pull`]) fetch into the same store through the same checks.
 //!
 //! ```no_run
 //! use std::path::Path;
@@ -27,6 +27,7 @@ pub mod config;
 pub mod digest;
 pub mod disk;
 pub mod layout;
+pub mod registry;
 pub mod store;
 pub mod unpack;
 
@@ -39,6 +40,7 @@ pub use catalog::{GcReport, ImageRecord, ImageSummary};
 pub use config::{DefaultProcess, ImageConfig};
 pub use digest::Digest;
 pub use disk::DiskFormat;
+pub use registry::{Credentials, PullEvent, PullOptions, RegistryError};
 
 use catalog::{Catalog, CatalogError};
 use disk::DiskError;
@@ -70,6 +72,12 @@ pub enum ImageError {
     /// The image is used by a sandbox.
     #[error("image {0} is used by a sandbox")]
     InUse(Digest),
+    /// A registry pull failed (boxed: it is large and rare).
+    #[error(transparent)]
+    Registry(Box<RegistryError>),
+    /// The runtime for a blocking pull could not be created.
+    #[error("starting the pull's I/O runtime: {0}")]
+    Runtime(std::io::Error),
     /// Writing a temporary layout failed.
     #[error("writing temporary layout {path}: {source}")]
     TempLayout {
@@ -78,6 +86,12 @@ pub enum ImageError {
         /// The OS error.
         source: std::io::Error,
     },
+}
+
+impl From<RegistryError> for ImageError {
+    fn from(e: RegistryError) -> Self {
+        ImageError::Registry(Box::new(e))
+    }
 }
 
 /// An image after import: its record and the names it now has.
@@ -151,6 +165,42 @@ impl Images {
         let _gc = self.store.lock("gc.lock", false)?;
         let imported = layout::import_archive(&self.store, path, reference)?;
         self.finish_import(imported, tag)
+    }
+
+    /// Pulls `reference` (`host[:port]/repo[:tag][@digest]`) from its
+    /// registry and names it `tag` (default: the reference as given, with
+    /// `:latest` added when it has neither tag nor digest). The image is
+    /// then used exactly like an imported one. Blobs already stored are not
+    /// fetched again; `progress` sees every [`PullEvent`].
+    ///
+    /// While a garbage collection runs, this waits for it blocking the
+    /// calling thread, as imports do.
+    pub async fn pull(
+        &self,
+        reference: &str,
+        tag: Option<&str>,
+        options: &PullOptions,
+        progress: &mut (dyn FnMut(&PullEvent) + Send),
+    ) -> Result<ImportedImage, ImageError> {
+        let _gc = self.store.lock("gc.lock", false)?;
+        let imported = registry::pull(&self.store, reference, options, progress).await?;
+        self.finish_import(imported, Some(tag.unwrap_or(reference)))
+    }
+
+    /// [`Images::pull`] for callers outside an async runtime (it must not
+    /// be called from inside one).
+    pub fn pull_blocking(
+        &self,
+        reference: &str,
+        tag: Option<&str>,
+        options: &PullOptions,
+        progress: &mut (dyn FnMut(&PullEvent) + Send),
+    ) -> Result<ImportedImage, ImageError> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(ImageError::Runtime)?;
+        rt.block_on(self.pull(reference, tag, options, progress))
     }
 
     /// Builds the built-in busybox image from the host's static busybox and

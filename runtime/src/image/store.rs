@@ -32,7 +32,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use rustix::fs::{FlockOperation, Mode, OFlags};
 
-use super::digest::{Algorithm, Digest, DigestError, HashingReader, VerifyingReader};
+use super::digest::{Algorithm, Digest, DigestError, Hasher, HashingReader};
 
 /// Cocoon's default state directory.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/cocoon";
@@ -209,33 +209,72 @@ impl Store {
     /// size. A blob already stored is not read again.
     pub fn ingest<R: Read>(
         &self,
-        reader: R,
+        mut reader: R,
         expected: &Digest,
         size: Option<u64>,
     ) -> Result<u64, StoreError> {
-        if let Some(have) = self.blob_size(expected)? {
-            return match size {
-                Some(want) if want != have => Err(StoreError::Verify {
-                    digest: expected.clone(),
-                    source: DigestError::SizeMismatch {
-                        digest: expected.clone(),
-                        expected: want,
-                        actual: have,
-                    },
-                }),
-                _ => Ok(have),
-            };
+        if let Some(have) = self.stored_size_matches(expected, size)? {
+            return Ok(have);
         }
-        let mut tmp = self.temp_file("blob")?;
-        let mut verifying = VerifyingReader::new(reader, expected.clone(), size);
-        copy_into(&mut verifying, &mut tmp, &expected.to_string())?;
-        let n = verifying.verify().map_err(|source| StoreError::Verify {
-            digest: expected.clone(),
-            source,
-        })?;
-        tmp.set_mode(0o444)?;
-        tmp.persist(&self.blob_path(expected))?;
-        Ok(n)
+        let mut writer = self.blob_writer(expected, size)?;
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            let n = match reader.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(source) => {
+                    return Err(StoreError::Read {
+                        digest: expected.to_string(),
+                        source,
+                    })
+                }
+            };
+            writer.write(&buf[..n])?;
+        }
+        writer.commit()
+    }
+
+    /// The size of blob `expected` when it is already stored, checked
+    /// against `size` (stored blobs were verified on the way in).
+    pub fn stored_size_matches(
+        &self,
+        expected: &Digest,
+        size: Option<u64>,
+    ) -> Result<Option<u64>, StoreError> {
+        let Some(have) = self.blob_size(expected)? else {
+            return Ok(None);
+        };
+        match size {
+            Some(want) if want != have => Err(StoreError::Verify {
+                digest: expected.clone(),
+                source: DigestError::SizeMismatch {
+                    digest: expected.clone(),
+                    expected: want,
+                    actual: have,
+                },
+            }),
+            _ => Ok(Some(have)),
+        }
+    }
+
+    /// Starts writing blob `expected` from chunks that arrive one by one (a
+    /// download). Nothing is visible under the blob's name until
+    /// [`BlobWriter::commit`] has verified digest and size; dropping the
+    /// writer, or a crash, leaves only a temporary file that is removed.
+    pub fn blob_writer(
+        &self,
+        expected: &Digest,
+        size: Option<u64>,
+    ) -> Result<BlobWriter, StoreError> {
+        Ok(BlobWriter {
+            tmp: self.temp_file("blob")?,
+            hasher: Hasher::new(expected.algorithm()),
+            expected: expected.clone(),
+            size,
+            written: 0,
+            dest: self.blob_path(expected),
+        })
     }
 
     /// Copies `reader` into the store under the SHA-256 digest of its
@@ -460,6 +499,77 @@ impl Drop for TempFile {
     }
 }
 
+/// A blob being written from chunks, hashed and size-checked as they
+/// arrive; see [`Store::blob_writer`].
+pub struct BlobWriter {
+    tmp: TempFile,
+    hasher: Hasher,
+    expected: Digest,
+    size: Option<u64>,
+    written: u64,
+    dest: PathBuf,
+}
+
+impl BlobWriter {
+    /// Appends `bytes`. More bytes than the announced size fail at once, so
+    /// a source cannot fill the disk by streaming forever.
+    pub fn write(&mut self, bytes: &[u8]) -> Result<(), StoreError> {
+        let written = self.written.saturating_add(bytes.len() as u64);
+        if let Some(size) = self.size {
+            if written > size {
+                return Err(StoreError::Verify {
+                    digest: self.expected.clone(),
+                    source: DigestError::SizeMismatch {
+                        digest: self.expected.clone(),
+                        expected: size,
+                        actual: written,
+                    },
+                });
+            }
+        }
+        self.tmp
+            .file
+            .write_all(bytes)
+            .map_err(io_err("write", &self.tmp.path))?;
+        self.hasher.update(bytes);
+        self.written = written;
+        Ok(())
+    }
+
+    /// Bytes written so far.
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// Checks size and digest and makes the blob visible under its name.
+    /// Returns its size. On a mismatch the blob is not stored.
+    pub fn commit(self) -> Result<u64, StoreError> {
+        let verify = |source| StoreError::Verify {
+            digest: self.expected.clone(),
+            source,
+        };
+        if let Some(size) = self.size {
+            if self.written != size {
+                return Err(verify(DigestError::SizeMismatch {
+                    digest: self.expected.clone(),
+                    expected: size,
+                    actual: self.written,
+                }));
+            }
+        }
+        let actual = self.hasher.clone().finish();
+        if actual != self.expected {
+            return Err(verify(DigestError::Mismatch {
+                expected: self.expected.clone(),
+                actual,
+            }));
+        }
+        self.tmp.set_mode(0o444)?;
+        self.tmp.persist(&self.dest)?;
+        Ok(self.written)
+    }
+}
+
 /// A directory being filled in `tmp/`, removed with its content on drop.
 pub struct TempDir {
     path: PathBuf,
@@ -585,6 +695,36 @@ mod tests {
         assert!(list_dir(&s.root().join("tmp")).unwrap().is_empty());
         assert_eq!(s.ingest(&b"content"[..], &good, Some(7)).unwrap(), 7);
         assert_eq!(s.read_blob(&good, 100).unwrap(), b"content");
+    }
+
+    #[test]
+    fn blob_writer_commits_only_verified_chunks() {
+        let (_d, s) = store();
+        let good = Digest::sha256_of(b"hello world");
+        let mut w = s.blob_writer(&good, Some(11)).unwrap();
+        w.write(b"hello ").unwrap();
+        w.write(b"world").unwrap();
+        assert_eq!(w.written(), 11);
+        assert_eq!(s.blob_size(&good).unwrap(), None, "visible before commit");
+        assert_eq!(w.commit().unwrap(), 11);
+        assert_eq!(s.read_blob(&good, 100).unwrap(), b"hello world");
+
+        let other = Digest::sha256_of(b"other");
+        let mut w = s.blob_writer(&other, Some(5)).unwrap();
+        assert!(matches!(
+            w.write(b"toolong"),
+            Err(StoreError::Verify {
+                source: DigestError::SizeMismatch { .. },
+                ..
+            })
+        ));
+        drop(w);
+        let mut w = s.blob_writer(&other, None).unwrap();
+        w.write(b"0ther").unwrap();
+        let err = w.commit().unwrap_err();
+        assert!(err.to_string().contains(&other.to_string()), "{err}");
+        assert_eq!(s.blob_size(&other).unwrap(), None);
+        assert!(list_dir(&s.root().join("tmp")).unwrap().is_empty());
     }
 
     #[test]
