@@ -105,8 +105,16 @@ pub enum SandboxError {
     },
     /// The agent refused the process (program not found, bad directory,
     /// permission denied).
-    #[error("{0}")]
-    ProcessRejected(String),
+    #[error("{message}")]
+    ProcessRejected {
+        /// The sandbox a refused init process left in state `failed` (to
+        /// be deleted); `None` for a refused exec.
+        failed_sandbox: Option<String>,
+        /// The program does not exist in the sandbox.
+        executable_not_found: bool,
+        /// The agent's message.
+        message: String,
+    },
     /// The sandbox could not be started; it is left in state `failed`.
     #[error("sandbox {id} failed to start: {reason}")]
     CreateFailed {
@@ -163,7 +171,9 @@ impl SandboxError {
     /// The class of this error.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            SandboxError::InvalidSpec(_) | SandboxError::ProcessRejected(_) => ErrorKind::Invalid,
+            SandboxError::InvalidSpec(_) | SandboxError::ProcessRejected { .. } => {
+                ErrorKind::Invalid
+            }
             SandboxError::NotFound(_) | SandboxError::ImageNotFound(_) => ErrorKind::NotFound,
             SandboxError::WrongState { .. } => ErrorKind::Conflict,
             _ => ErrorKind::Internal,
@@ -573,7 +583,11 @@ impl Inner {
                 });
                 drop(guard);
                 Err(match failure {
-                    BootFailure::Rejected(m) => SandboxError::ProcessRejected(m),
+                    BootFailure::Rejected(m, nf) => SandboxError::ProcessRejected {
+                        failed_sandbox: Some(slot.id.clone()),
+                        executable_not_found: nf,
+                        message: m,
+                    },
                     BootFailure::Other(reason) => SandboxError::CreateFailed {
                         id: slot.id.clone(),
                         reason,
@@ -651,7 +665,7 @@ impl Inner {
             .exec(CONTAINER_ID, INIT_EXEC_ID, process, Stdio::output())
             .await
             .map_err(|e| match rejected(&e) {
-                Some(m) => BootFailure::Rejected(m),
+                Some((m, nf)) => BootFailure::Rejected(m, nf),
                 None => BootFailure::Other(format!("starting the init process: {e}")),
             })?;
         let log = Arc::new(
@@ -963,20 +977,21 @@ impl Inner {
 
 enum BootFailure {
     /// The agent refused the init process: the client's command is wrong.
-    Rejected(String),
+    Rejected(String, bool),
     Other(String),
 }
 
 impl BootFailure {
     fn reason(&self) -> String {
         match self {
-            BootFailure::Rejected(m) | BootFailure::Other(m) => m.clone(),
+            BootFailure::Rejected(m, _) | BootFailure::Other(m) => m.clone(),
         }
     }
 }
 
-/// The agent's refusal of a process, when the client's input caused it.
-fn rejected(e: &agent::Error) -> Option<String> {
+/// The agent's refusal of a process, when the client's input caused it,
+/// and whether it is because the program does not exist.
+fn rejected(e: &agent::Error) -> Option<(String, bool)> {
     match e {
         agent::Error::Agent(body)
             if matches!(
@@ -987,7 +1002,10 @@ fn rejected(e: &agent::Error) -> Option<String> {
                     | ErrorCode::PermissionDenied
             ) =>
         {
-            Some(body.message.clone())
+            Some((
+                body.message.clone(),
+                body.code == ErrorCode::ExecutableNotFound,
+            ))
         }
         _ => None,
     }
@@ -1027,7 +1045,11 @@ async fn run_exec(
         .exec(CONTAINER_ID, exec_id, process, stdio)
         .await
         .map_err(|e| match rejected(&e) {
-            Some(m) => SandboxError::ProcessRejected(m),
+            Some((message, nf)) => SandboxError::ProcessRejected {
+                failed_sandbox: None,
+                executable_not_found: nf,
+                message,
+            },
             None => SandboxError::Agent(e),
         })?;
     let stdin = h.take_stdin();
