@@ -13,7 +13,7 @@ VMM := $(TARGET_DIR)/release/cocoon-vmm
 MACHINE := tests/machine/run --
 PREFIX ?= /usr/local
 
-.PHONY: all deps kernel agent initramfs test-initramfs vmm build demo test lint unit-test vm-test bench install clean
+.PHONY: all deps kernel agent initramfs test-initramfs vmm api build demo test lint unit-test vm-test bench install clean
 
 all: build
 
@@ -38,7 +38,11 @@ test-initramfs:
 vmm:
 	$(CARGO) build --release --locked -p cocoon-vmm
 
-build: deps kernel initramfs vmm
+# cocoond and the cocoon CLI.
+api:
+	$(CARGO) build --release --locked -p cocoon-api
+
+build: deps kernel initramfs vmm api
 
 demo: build
 	$(MACHINE) $(VMM) --kernel $(BUILD)/vmlinux --initrd $(BUILD)/initramfs.img \
@@ -56,6 +60,8 @@ unit-test:
 # Integration tests that boot real Linux guests.
 vm-test: build test-initramfs
 	COCOON_VMM="$(abspath $(VMM))" \
+	COCOOND="$(abspath $(TARGET_DIR)/release/cocoond)" \
+	COCOON_CLI="$(abspath $(TARGET_DIR)/release/cocoon)" \
 	CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER="$(CURDIR)/tests/machine/run --" \
 		$(CARGO) test --locked --release -p cocoon-tests --test vm -- --test-threads=1
 
@@ -70,6 +76,8 @@ bench: build test-initramfs
 
 install: build
 	install -D -m 0755 $(VMM) $(PREFIX)/bin/cocoon-vmm
+	install -D -m 0755 $(TARGET_DIR)/release/cocoond $(PREFIX)/bin/cocoond
+	install -D -m 0755 $(TARGET_DIR)/release/cocoon $(PREFIX)/bin/cocoon
 	install -D -m 0644 $(BUILD)/vmlinux $(PREFIX)/share/cocoon/vmlinux
 	install -D -m 0644 $(BUILD)/initramfs.img $(PREFIX)/share/cocoon/initramfs.img
 

@@ -1,0 +1,632 @@
+//! `cocoon`: the command-line client of `cocoond`, in Docker's idiom. The
+//! exit code of `run` and `exec` is the workload's; errors of the daemon or
+//! of the request exit with 125, as Docker's do (126 when the program
+//! cannot be run, 127 when it does not exist).
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use cocoon_api::client::{encode_segment, Client, ClientError};
+use cocoon_api::types::{ImageInfo, ImportRequest, RemovedImage};
+use cocoon_runtime::sandbox::{ExecOutput, ExecSpec, Network, SandboxRecord, SandboxSpec};
+use http::Method;
+
+/// Exit code for failures of the daemon or of the request itself.
+const EXIT_DAEMON: u8 = 125;
+const EXIT_CANNOT_RUN: u8 = 126;
+const EXIT_NOT_FOUND: u8 = 127;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "cocoon",
+    version,
+    about = "Run containers in micro-VMs (client of cocoond)"
+)]
+struct Cli {
+    /// The daemon's socket.
+    #[arg(
+        long,
+        global = true,
+        env = "COCOON_SOCKET",
+        default_value = "/run/cocoon/cocoond.sock"
+    )]
+    socket: PathBuf,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, clap::Args)]
+struct ProcessOpts {
+    /// Set an environment variable (KEY=value).
+    #[arg(short = 'e', long = "env", value_name = "K=V")]
+    env: Vec<String>,
+    /// Working directory inside the sandbox.
+    #[arg(short = 'w', long = "workdir", value_name = "DIR")]
+    workdir: Option<String>,
+    /// User to run as (uid[:gid] or root).
+    #[arg(short = 'u', long = "user")]
+    user: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Create a sandbox from IMAGE and run CMD (or the image's default) in it.
+    Run {
+        /// Delete the sandbox when it stops.
+        #[arg(long)]
+        rm: bool,
+        /// Print the sandbox id and leave it running.
+        #[arg(short = 'd', long)]
+        detach: bool,
+        #[command(flatten)]
+        process: ProcessOpts,
+        /// vCPUs.
+        #[arg(long, value_name = "N")]
+        cpus: Option<u32>,
+        /// Guest memory (e.g. 512m, 1g; a bare number is bytes).
+        #[arg(short = 'm', long, value_name = "SIZE")]
+        memory: Option<String>,
+        /// Size of the writable scratch disk (e.g. 2g).
+        #[arg(long, value_name = "SIZE")]
+        disk: Option<String>,
+        /// Network: none (default is not supported yet).
+        #[arg(long, value_name = "MODE")]
+        network: Option<String>,
+        /// Label the sandbox (KEY=value).
+        #[arg(short = 'l', long = "label", value_name = "K=V")]
+        labels: Vec<String>,
+        /// Stop the sandbox after this many seconds.
+        #[arg(long, value_name = "SECS")]
+        timeout: Option<u64>,
+        /// The image.
+        image: String,
+        /// The command and its arguments.
+        #[arg(last = true)]
+        cmd: Vec<String>,
+    },
+    /// List sandboxes (running ones unless -a).
+    Ps {
+        /// Show every sandbox.
+        #[arg(short = 'a', long)]
+        all: bool,
+        /// Print ids only.
+        #[arg(short = 'q', long)]
+        quiet: bool,
+    },
+    /// Run a command in a running sandbox.
+    Exec {
+        #[command(flatten)]
+        process: ProcessOpts,
+        /// The sandbox.
+        id: String,
+        /// The command and its arguments.
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        cmd: Vec<String>,
+    },
+    /// Print what a sandbox's init process wrote.
+    Logs {
+        /// The sandbox.
+        id: String,
+    },
+    /// Stop sandboxes.
+    Stop {
+        /// The sandboxes.
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// Delete sandboxes.
+    Rm {
+        /// Delete running sandboxes too (stopping them).
+        #[arg(short = 'f', long)]
+        force: bool,
+        /// The sandboxes.
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// Show sandboxes as JSON.
+    Inspect {
+        /// The sandboxes.
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// List images.
+    Images,
+    /// Import an OCI or `docker save` archive (or OCI layout directory), or
+    /// the built-in busybox image with --builtin busybox.
+    Import {
+        /// Build a built-in image instead (busybox).
+        #[arg(long, value_name = "NAME", conflicts_with = "archive")]
+        builtin: Option<String>,
+        /// The archive, as a path on the daemon's machine.
+        #[arg(required_unless_present = "builtin")]
+        archive: Option<PathBuf>,
+        /// NAME[:TAG] to give it.
+        name: Option<String>,
+    },
+    /// Remove images.
+    Rmi {
+        /// Names or digests.
+        #[arg(required = true)]
+        images: Vec<String>,
+    },
+}
+
+/// Parses `512m`, `1g`, `1.5g`, `1048576` (bytes) into MiB, rounding up.
+fn parse_size_mib(s: &str) -> Result<u64, String> {
+    let t = s.trim().to_ascii_lowercase();
+    let t = t.strip_suffix('b').unwrap_or(&t);
+    let (num, mult) = match t.char_indices().last() {
+        Some((i, 'k')) => (&t[..i], 1u64 << 10),
+        Some((i, 'm')) => (&t[..i], 1 << 20),
+        Some((i, 'g')) => (&t[..i], 1 << 30),
+        Some((i, 't')) => (&t[..i], 1 << 40),
+        _ => (t, 1),
+    };
+    let n: f64 = num
+        .parse()
+        .ok()
+        .filter(|n: &f64| n.is_finite() && *n > 0.0)
+        .ok_or_else(|| format!("invalid size {s:?} (e.g. 512m, 2g)"))?;
+    let bytes = n * mult as f64;
+    if bytes > (1u64 << 50) as f64 {
+        return Err(format!("size {s:?} is too large"));
+    }
+    Ok((bytes as u64).div_ceil(1 << 20))
+}
+
+fn parse_labels(labels: &[String]) -> Result<BTreeMap<String, String>, String> {
+    labels
+        .iter()
+        .map(|l| {
+            l.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .ok_or_else(|| format!("label {l:?} is not KEY=value"))
+        })
+        .collect()
+}
+
+fn fail(msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("cocoon: {msg}");
+    ExitCode::from(EXIT_DAEMON)
+}
+
+fn api_fail(e: &ClientError) -> ExitCode {
+    eprintln!("cocoon: {e}");
+    match e {
+        ClientError::Api { code, .. } if code == "executable_not_found" => {
+            ExitCode::from(EXIT_NOT_FOUND)
+        }
+        ClientError::Api { code, .. } if code == "process_rejected" => {
+            ExitCode::from(EXIT_CANNOT_RUN)
+        }
+        _ => ExitCode::from(EXIT_DAEMON),
+    }
+}
+
+fn exit_code(code: i32) -> ExitCode {
+    ExitCode::from(u8::try_from(code).unwrap_or(if code < 0 { EXIT_DAEMON } else { 255 }))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(format!("starting the runtime: {e}")),
+    };
+    let client = Client::new(&cli.socket);
+    rt.block_on(run(client, cli.cmd))
+}
+
+async fn run(client: Client, cmd: Cmd) -> ExitCode {
+    match cmd {
+        Cmd::Run {
+            rm,
+            detach,
+            process,
+            cpus,
+            memory,
+            disk,
+            network,
+            labels,
+            timeout,
+            image,
+            cmd,
+        } => {
+            let mut spec = SandboxSpec::new(image);
+            spec.cmd = cmd;
+            spec.env = process.env;
+            spec.workdir = process.workdir;
+            spec.user = process.user;
+            if let Some(c) = cpus {
+                spec.vcpus = c;
+            }
+            for (value, slot) in [(memory, &mut spec.memory_mib), (disk, &mut spec.disk_mib)] {
+                if let Some(v) = value {
+                    match parse_size_mib(&v) {
+                        Ok(m) => *slot = m,
+                        Err(e) => return fail(e),
+                    }
+                }
+            }
+            spec.network = match network.as_deref() {
+                None | Some("none") => Network::None,
+                Some("default") => Network::Default,
+                Some(other) => return fail(format!("unknown network {other:?} (none, default)")),
+            };
+            spec.labels = match parse_labels(&labels) {
+                Ok(l) => l,
+                Err(e) => return fail(e),
+            };
+            spec.timeout_s = timeout;
+            run_sandbox(&client, spec, rm, detach).await
+        }
+        Cmd::Ps { all, quiet } => {
+            let path = if all {
+                "/v1/sandboxes"
+            } else {
+                "/v1/sandboxes?state=running"
+            };
+            let list: Vec<SandboxRecord> = match client.json(Method::GET, path, None::<&()>).await {
+                Ok(l) => l,
+                Err(e) => return api_fail(&e),
+            };
+            let mut out = std::io::stdout().lock();
+            if quiet {
+                for s in list {
+                    let _ = writeln!(out, "{}", s.id);
+                }
+                return ExitCode::SUCCESS;
+            }
+            let _ = writeln!(
+                out,
+                "{:<12}  {:<20}  {:<30}  {:<8}  {:<20}",
+                "SANDBOX ID", "IMAGE", "COMMAND", "STATE", "CREATED"
+            );
+            for s in list {
+                let state = match (&s.state, &s.exit) {
+                    (st, Some(e)) => format!("{st} ({})", e.exit_code),
+                    (st, None) => st.to_string(),
+                };
+                let command: String = s.process.args.join(" ").chars().take(30).collect();
+                let _ = writeln!(
+                    out,
+                    "{:<12}  {:<20}  {:<30}  {:<8}  {:<20}",
+                    s.id,
+                    s.spec.image.chars().take(20).collect::<String>(),
+                    command,
+                    state,
+                    s.created_at
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Cmd::Exec { process, id, cmd } => {
+            let mut spec = ExecSpec::new(cmd);
+            spec.env = process.env;
+            spec.workdir = process.workdir;
+            spec.user = process.user;
+            let path = format!("/v1/sandboxes/{}/exec", encode_segment(&id));
+            match client
+                .json::<ExecOutput>(Method::POST, &path, Some(&spec))
+                .await
+            {
+                Ok(out) => {
+                    let _ = std::io::stdout().write_all(out.stdout.as_bytes());
+                    let _ = std::io::stderr().write_all(out.stderr.as_bytes());
+                    exit_code(out.exit.exit_code)
+                }
+                Err(e) => api_fail(&e),
+            }
+        }
+        Cmd::Logs { id } => match print_logs(&client, &id).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => api_fail(&e),
+        },
+        Cmd::Stop { ids } => {
+            each(ids, |id| {
+                let client = client.clone();
+                async move {
+                    let path = format!("/v1/sandboxes/{}/stop", encode_segment(&id));
+                    client
+                        .json::<SandboxRecord>(Method::POST, &path, None::<&()>)
+                        .await
+                        .map(|_| id)
+                }
+            })
+            .await
+        }
+        Cmd::Rm { force, ids } => {
+            each(ids, |id| {
+                let client = client.clone();
+                async move {
+                    let path = format!("/v1/sandboxes/{}", encode_segment(&id));
+                    if !force {
+                        let r: SandboxRecord = client.json(Method::GET, &path, None::<&()>).await?;
+                        if !r.state.is_final() {
+                            return Err(ClientError::Api {
+                                status: http::StatusCode::CONFLICT,
+                                code: "wrong_state".into(),
+                                message: format!(
+                                    "sandbox {id} is {}: stop it first or use rm -f",
+                                    r.state
+                                ),
+                                sandbox_id: None,
+                            });
+                        }
+                    }
+                    client
+                        .json::<SandboxRecord>(Method::DELETE, &path, None::<&()>)
+                        .await
+                        .map(|_| id)
+                }
+            })
+            .await
+        }
+        Cmd::Inspect { ids } => {
+            let mut found = Vec::new();
+            let mut code = ExitCode::SUCCESS;
+            for id in ids {
+                let path = format!("/v1/sandboxes/{}", encode_segment(&id));
+                match client
+                    .json::<serde_json::Value>(Method::GET, &path, None::<&()>)
+                    .await
+                {
+                    Ok(v) => found.push(v),
+                    Err(e) => code = api_fail(&e),
+                }
+            }
+            match serde_json::to_string_pretty(&found) {
+                Ok(s) => println!("{s}"),
+                Err(e) => return fail(e),
+            }
+            code
+        }
+        Cmd::Images => {
+            let list: Vec<ImageInfo> =
+                match client.json(Method::GET, "/v1/images", None::<&()>).await {
+                    Ok(l) => l,
+                    Err(e) => return api_fail(&e),
+                };
+            println!(
+                "{:<30}  {:<19}  {:>10}",
+                "REPOSITORY:TAG", "IMAGE ID", "SIZE"
+            );
+            for i in list {
+                let id: String = i
+                    .digest
+                    .trim_start_matches("sha256:")
+                    .chars()
+                    .take(12)
+                    .collect();
+                let size = format!("{:.1}MB", i.size as f64 / 1e6);
+                if i.tags.is_empty() {
+                    println!("{:<30}  {:<19}  {:>10}", "<none>", id, size);
+                }
+                for t in i.tags {
+                    println!("{t:<30}  {id:<19}  {size:>10}");
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        Cmd::Import {
+            builtin,
+            archive,
+            name,
+        } => {
+            let archive = match archive.map(|a| std::path::absolute(&a)).transpose() {
+                Ok(a) => a.map(|a| a.display().to_string()),
+                Err(e) => return fail(format!("archive path: {e}")),
+            };
+            let req = ImportRequest {
+                archive,
+                reference: None,
+                name,
+                builtin,
+            };
+            match client
+                .json::<ImageInfo>(Method::POST, "/v1/images", Some(&req))
+                .await
+            {
+                Ok(i) => {
+                    println!("{}", i.digest);
+                    for t in i.tags {
+                        println!("tagged {t}");
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => api_fail(&e),
+            }
+        }
+        Cmd::Rmi { images } => {
+            each(images, |name| {
+                let client = client.clone();
+                async move {
+                    let path = format!("/v1/images/{}", encode_segment(&name));
+                    client
+                        .json::<RemovedImage>(Method::DELETE, &path, None::<&()>)
+                        .await
+                        .map(|r| format!("untagged {name} ({})", r.digest))
+                }
+            })
+            .await
+        }
+    }
+}
+
+/// Runs `f` for each item, printing what it returns; fails (125) if any did.
+async fn each<F, Fut>(items: Vec<String>, f: F) -> ExitCode
+where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = Result<String, ClientError>>,
+{
+    let mut code = ExitCode::SUCCESS;
+    for item in items {
+        match f(item).await {
+            Ok(line) => println!("{line}"),
+            Err(e) => code = api_fail(&e),
+        }
+    }
+    code
+}
+
+async fn print_logs(client: &Client, id: &str) -> Result<(), ClientError> {
+    // Separate requests keep each stream on its own descriptor; the order
+    // between the two is lost (both are in `?stream=all`).
+    let base = format!("/v1/sandboxes/{}/logs", encode_segment(id));
+    let out = client
+        .raw(Method::GET, &format!("{base}?stream=stdout"), None)
+        .await?;
+    let err = client
+        .raw(Method::GET, &format!("{base}?stream=stderr"), None)
+        .await?;
+    let _ = std::io::stdout().write_all(&out);
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().write_all(&err);
+    Ok(())
+}
+
+/// `run`: create, wait for the init to exit, print its output, remove.
+async fn run_sandbox(client: &Client, spec: SandboxSpec, rm: bool, detach: bool) -> ExitCode {
+    let created: SandboxRecord = match client
+        .json(Method::POST, "/v1/sandboxes", Some(&spec))
+        .await
+    {
+        Ok(r) => r,
+        Err(e) => {
+            // A refused init leaves a failed sandbox: --rm cleans it up.
+            if let (
+                true,
+                ClientError::Api {
+                    sandbox_id: Some(id),
+                    ..
+                },
+            ) = (rm, &e)
+            {
+                let path = format!("/v1/sandboxes/{}", encode_segment(id));
+                let _ = client
+                    .json::<SandboxRecord>(Method::DELETE, &path, None::<&()>)
+                    .await;
+            }
+            return api_fail(&e);
+        }
+    };
+    if detach {
+        println!("{}", created.id);
+        return ExitCode::SUCCESS;
+    }
+    let path = format!("/v1/sandboxes/{}", encode_segment(&created.id));
+    let done: SandboxRecord = match client
+        .json(Method::POST, &format!("{path}/wait"), None::<&()>)
+        .await
+    {
+        Ok(r) => r,
+        Err(e) => return api_fail(&e),
+    };
+    if let Err(e) = print_logs(client, &created.id).await {
+        return api_fail(&e);
+    }
+    let code = match (&done.exit, &done.reason) {
+        (Some(exit), _) => exit_code(exit.exit_code),
+        (None, reason) => {
+            eprintln!(
+                "cocoon: sandbox {} is {}{}",
+                done.id,
+                done.state,
+                reason
+                    .as_deref()
+                    .map(|r| format!(": {r}"))
+                    .unwrap_or_default()
+            );
+            ExitCode::from(EXIT_DAEMON)
+        }
+    };
+    if rm {
+        if let Err(e) = client
+            .json::<SandboxRecord>(Method::DELETE, &path, None::<&()>)
+            .await
+        {
+            eprintln!("cocoon: removing {}: {e}", created.id);
+        }
+    }
+    code
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size_mib("512m"), Ok(512));
+        assert_eq!(parse_size_mib("1g"), Ok(1024));
+        assert_eq!(parse_size_mib("1.5G"), Ok(1536));
+        assert_eq!(parse_size_mib("1048576"), Ok(1));
+        assert_eq!(parse_size_mib("1"), Ok(1));
+        assert_eq!(parse_size_mib("256MB"), Ok(256));
+        assert!(parse_size_mib("").is_err());
+        assert!(parse_size_mib("-1g").is_err());
+        assert!(parse_size_mib("lots").is_err());
+    }
+
+    #[test]
+    fn cli_parses_docker_style_run() {
+        let cli = Cli::try_parse_from([
+            "cocoon",
+            "run",
+            "--rm",
+            "-e",
+            "A=1",
+            "-w",
+            "/tmp",
+            "-u",
+            "1000",
+            "--cpus",
+            "2",
+            "--memory",
+            "512m",
+            "busybox",
+            "--",
+            "sh",
+            "-c",
+            "echo hi; exit 3",
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+        let Cmd::Run {
+            rm,
+            image,
+            cmd,
+            cpus,
+            memory,
+            process,
+            ..
+        } = cli.cmd
+        else {
+            panic!("not run");
+        };
+        assert!(rm);
+        assert_eq!(image, "busybox");
+        assert_eq!(cmd, vec!["sh", "-c", "echo hi; exit 3"]);
+        assert_eq!(cpus, Some(2));
+        assert_eq!(memory.as_deref(), Some("512m"));
+        assert_eq!(process.env, vec!["A=1"]);
+        assert_eq!(process.workdir.as_deref(), Some("/tmp"));
+        assert_eq!(process.user.as_deref(), Some("1000"));
+    }
+
+    #[test]
+    fn cli_parses_exec_with_dashes() {
+        let cli = Cli::try_parse_from(["cocoon", "exec", "abc", "ls", "-l", "/"])
+            .unwrap_or_else(|e| panic!("{e}"));
+        let Cmd::Exec { id, cmd, .. } = cli.cmd else {
+            panic!("not exec");
+        };
+        assert_eq!(id, "abc");
+        assert_eq!(cmd, vec!["ls", "-l", "/"]);
+    }
+}

@@ -1,0 +1,162 @@
+//! A small HTTP/1 client over the daemon's Unix socket: one connection per
+//! request, JSON in and out, error bodies turned into [`ClientError::Api`].
+
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use http::{Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::net::UnixStream;
+
+use crate::types::ErrorResponse;
+
+/// Why a request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The daemon's socket could not be reached.
+    #[error("cannot reach cocoond at {path}: {source} (is cocoond running?)")]
+    Connect {
+        /// The socket.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// HTTP failed.
+    #[error("talking to cocoond: {0}")]
+    Http(String),
+    /// The daemon answered with an error.
+    #[error("{message}")]
+    Api {
+        /// The status.
+        status: StatusCode,
+        /// The stable code.
+        code: String,
+        /// The message.
+        message: String,
+        /// A sandbox the request left behind in state `failed`.
+        sandbox_id: Option<String>,
+    },
+    /// The answer did not parse.
+    #[error("unexpected answer from cocoond: {0}")]
+    Decode(String),
+}
+
+/// A client of one daemon socket.
+#[derive(Debug, Clone)]
+pub struct Client {
+    socket: PathBuf,
+}
+
+impl Client {
+    /// A client of the daemon at `socket`.
+    pub fn new(socket: &Path) -> Self {
+        Client {
+            socket: socket.to_owned(),
+        }
+    }
+
+    /// Sends a request; returns the status and body of a success.
+    pub async fn raw(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<Bytes, ClientError> {
+        let stream =
+            UnixStream::connect(&self.socket)
+                .await
+                .map_err(|source| ClientError::Connect {
+                    path: self.socket.clone(),
+                    source,
+                })?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| ClientError::Http(e.to_string()))?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(http::header::HOST, "cocoond");
+        if body.is_some() {
+            req = req.header(http::header::CONTENT_TYPE, "application/json");
+        }
+        let req = req
+            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .map_err(|e| ClientError::Http(e.to_string()))?;
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| ClientError::Http(e.to_string()))?;
+        let status = resp.status();
+        let bytes = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| ClientError::Http(e.to_string()))?
+            .to_bytes();
+        if status.is_success() {
+            return Ok(bytes);
+        }
+        Err(match serde_json::from_slice::<ErrorResponse>(&bytes) {
+            Ok(e) => ClientError::Api {
+                status,
+                code: e.error.code,
+                message: e.error.message,
+                sandbox_id: e.error.sandbox_id,
+            },
+            Err(_) => ClientError::Api {
+                status,
+                code: "unknown".into(),
+                message: String::from_utf8_lossy(&bytes).into_owned(),
+                sandbox_id: None,
+            },
+        })
+    }
+
+    /// Sends a JSON request (or none) and decodes a JSON answer.
+    pub async fn json<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&impl Serialize>,
+    ) -> Result<T, ClientError> {
+        let body = body
+            .map(serde_json::to_vec)
+            .transpose()
+            .map_err(|e| ClientError::Decode(e.to_string()))?;
+        let bytes = self.raw(method, path, body).await?;
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode(e.to_string()))
+    }
+}
+
+/// Percent-encodes a path segment (image names hold `/` and `:`).
+pub fn encode_segment(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segments_are_encoded() {
+        assert_eq!(
+            encode_segment("library/busybox:1.36"),
+            "library%2Fbusybox%3A1.36"
+        );
+        assert_eq!(encode_segment("a-b_c.d"), "a-b_c.d");
+    }
+}

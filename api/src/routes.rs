@@ -1,0 +1,349 @@
+//! The REST routes: paths, request parsing and answers. Handlers only
+//! translate between HTTP and the [`Backend`]; sandbox logic lives in the
+//! runtime.
+//!
+//! Every request body is parsed here (not by axum's `Json`, whose
+//! rejections are plain text with a 422): malformed JSON, unknown fields and
+//! wrong types are all `400 invalid_request` in the usual error shape, and
+//! so are bad query strings, unknown routes (404) and wrong methods (405).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use cocoon_runtime::sandbox::{ExecSpec, ListFilter, LogStream, SandboxSpec, SandboxState};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+
+use crate::backend::Backend;
+use crate::error::ApiError;
+use crate::openapi;
+use crate::types::{Health, ImportRequest};
+
+/// Largest request body (an exec's stdin is up to 16 MiB).
+pub const MAX_BODY: usize = 20 << 20;
+
+/// Every route: method and path as in the OpenAPI document.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("get", "/v1/health"),
+    ("get", "/v1/openapi.json"),
+    ("get", "/metrics"),
+    ("get", "/v1/sandboxes"),
+    ("post", "/v1/sandboxes"),
+    ("get", "/v1/sandboxes/{id}"),
+    ("delete", "/v1/sandboxes/{id}"),
+    ("post", "/v1/sandboxes/{id}/stop"),
+    ("post", "/v1/sandboxes/{id}/wait"),
+    ("post", "/v1/sandboxes/{id}/exec"),
+    ("get", "/v1/sandboxes/{id}/logs"),
+    ("get", "/v1/images"),
+    ("post", "/v1/images"),
+    ("delete", "/v1/images/{name}"),
+];
+
+/// Counters for `/metrics`.
+#[derive(Debug, Default)]
+pub struct Counters {
+    creates: AtomicU64,
+    create_failures: AtomicU64,
+    execs: AtomicU64,
+    exec_failures: AtomicU64,
+}
+
+struct AppState<B> {
+    backend: B,
+    counters: Counters,
+}
+
+type Shared<B> = State<Arc<AppState<B>>>;
+
+/// The API on `backend`.
+pub fn router<B: Backend>(backend: B) -> Router {
+    let state = Arc::new(AppState {
+        backend,
+        counters: Counters::default(),
+    });
+    Router::new()
+        .route("/v1/health", get(health))
+        .route("/v1/openapi.json", get(openapi_json))
+        .route("/metrics", get(metrics::<B>))
+        .route("/v1/sandboxes", get(list::<B>).post(create::<B>))
+        .route("/v1/sandboxes/{id}", get(inspect::<B>).delete(delete::<B>))
+        .route("/v1/sandboxes/{id}/stop", post(stop::<B>))
+        .route("/v1/sandboxes/{id}/wait", post(wait::<B>))
+        .route("/v1/sandboxes/{id}/exec", post(exec::<B>))
+        .route("/v1/sandboxes/{id}/logs", get(logs::<B>))
+        .route("/v1/images", get(images::<B>).post(import::<B>))
+        .route(
+            "/v1/images/{name}",
+            axum::routing::delete(remove_image::<B>),
+        )
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(state)
+}
+
+/// Parses a JSON body into `T`, whatever the content type says.
+fn parse_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
+    let bytes = body.map_err(|e| {
+        let status = e.status();
+        let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
+            "body_too_large"
+        } else {
+            "invalid_request"
+        };
+        ApiError::new(status, code, e.body_text())
+    })?;
+    serde_json::from_slice(&bytes).map_err(|e| ApiError::invalid(format!("invalid JSON body: {e}")))
+}
+
+fn parse_query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
+    q.map(|Query(v)| v)
+        .map_err(|e| ApiError::invalid(format!("invalid query: {}", e.body_text())))
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such route")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not take that method",
+    )
+}
+
+async fn health() -> Json<Health> {
+    Json(Health {
+        status: "ok".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+    })
+}
+
+async fn openapi_json() -> Result<Response, ApiError> {
+    let doc = openapi::document().map_err(ApiError::internal)?;
+    Ok(Json(doc).into_response())
+}
+
+async fn metrics<B: Backend>(State(st): Shared<B>) -> Response {
+    let counts = st.backend.counts();
+    let mut out = String::new();
+    out.push_str("# HELP cocoon_sandboxes Sandboxes by state.\n# TYPE cocoon_sandboxes gauge\n");
+    for s in SandboxState::ALL {
+        if s == SandboxState::Deleted {
+            continue;
+        }
+        let n = counts.get(&s).copied().unwrap_or(0);
+        out.push_str(&format!("cocoon_sandboxes{{state=\"{s}\"}} {n}\n"));
+    }
+    let c = &st.counters;
+    for (name, help, v) in [
+        (
+            "cocoon_sandbox_creates_total",
+            "Sandbox create requests that were valid.",
+            &c.creates,
+        ),
+        (
+            "cocoon_sandbox_create_failures_total",
+            "Valid sandbox creates that failed.",
+            &c.create_failures,
+        ),
+        (
+            "cocoon_execs_total",
+            "Exec requests that were valid.",
+            &c.execs,
+        ),
+        (
+            "cocoon_exec_failures_total",
+            "Valid execs that failed.",
+            &c.exec_failures,
+        ),
+    ] {
+        out.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}\n",
+            v.load(Ordering::Relaxed)
+        ));
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        out,
+    )
+        .into_response()
+}
+
+/// `GET /v1/sandboxes` query.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    /// Only sandboxes in this state.
+    state: Option<String>,
+    /// `key=value[,key=value...]`: only sandboxes with all these labels.
+    label: Option<String>,
+}
+
+fn list_filter(q: ListQuery) -> Result<ListFilter, ApiError> {
+    let state = match q.state.as_deref() {
+        None => None,
+        Some(s) => Some(SandboxState::parse(s).ok_or_else(|| {
+            ApiError::invalid(format!(
+                "state: {:?} is not one of creating, running, stopped, failed",
+                s.chars().take(32).collect::<String>()
+            ))
+        })?),
+    };
+    let mut labels = Vec::new();
+    for kv in q
+        .label
+        .iter()
+        .flat_map(|l| l.split(','))
+        .filter(|s| !s.is_empty())
+    {
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| ApiError::invalid("label: give key=value[,key=value...]"))?;
+        labels.push((k.to_string(), v.to_string()));
+    }
+    Ok(ListFilter { state, labels })
+}
+
+async fn list<B: Backend>(
+    State(st): Shared<B>,
+    q: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let filter = list_filter(parse_query(q)?)?;
+    Ok(Json(st.backend.list(&filter)).into_response())
+}
+
+async fn create<B: Backend>(
+    State(st): Shared<B>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let spec: SandboxSpec = parse_body(body)?;
+    spec.validate()
+        .map_err(cocoon_runtime::sandbox::SandboxError::from)?;
+    st.counters.creates.fetch_add(1, Ordering::Relaxed);
+    match st.backend.create(spec).await {
+        Ok(r) => Ok((StatusCode::CREATED, Json(r)).into_response()),
+        Err(e) => {
+            st.counters.create_failures.fetch_add(1, Ordering::Relaxed);
+            Err(e.into())
+        }
+    }
+}
+
+async fn inspect<B: Backend>(
+    State(st): Shared<B>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    Ok(Json(st.backend.get(&id)?).into_response())
+}
+
+async fn stop<B: Backend>(
+    State(st): Shared<B>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    Ok(Json(st.backend.stop(&id).await?).into_response())
+}
+
+async fn wait<B: Backend>(
+    State(st): Shared<B>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    Ok(Json(st.backend.wait(&id).await?).into_response())
+}
+
+async fn delete<B: Backend>(
+    State(st): Shared<B>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    Ok(Json(st.backend.delete(&id).await?).into_response())
+}
+
+async fn exec<B: Backend>(
+    State(st): Shared<B>,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let spec: ExecSpec = parse_body(body)?;
+    spec.validate()
+        .map_err(cocoon_runtime::sandbox::SandboxError::from)?;
+    // Unknown sandboxes are 404 before anything is counted.
+    st.backend.get(&id)?;
+    st.counters.execs.fetch_add(1, Ordering::Relaxed);
+    match st.backend.exec(&id, spec).await {
+        Ok(out) => Ok(Json(out).into_response()),
+        Err(e) => {
+            st.counters.exec_failures.fetch_add(1, Ordering::Relaxed);
+            Err(e.into())
+        }
+    }
+}
+
+/// `GET /v1/sandboxes/{id}/logs` query.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LogsQuery {
+    /// `stdout`, `stderr` or `all` (the default).
+    stream: Option<String>,
+}
+
+async fn logs<B: Backend>(
+    State(st): Shared<B>,
+    Path(id): Path<String>,
+    q: Result<Query<LogsQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let stream = match parse_query(q)?.stream.as_deref() {
+        None | Some("all") => None,
+        Some("stdout") => Some(LogStream::Stdout),
+        Some("stderr") => Some(LogStream::Stderr),
+        Some(_) => return Err(ApiError::invalid("stream: give stdout, stderr or all")),
+    };
+    let bytes = st.backend.logs(&id, stream).await?;
+    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
+}
+
+async fn images<B: Backend>(State(st): Shared<B>) -> Result<Response, ApiError> {
+    Ok(Json(st.backend.images().await?).into_response())
+}
+
+async fn import<B: Backend>(
+    State(st): Shared<B>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let req: ImportRequest = parse_body(body)?;
+    match (&req.archive, &req.builtin) {
+        (Some(a), None) if a.starts_with('/') && !a.contains('\0') => {}
+        (Some(_), None) => return Err(ApiError::invalid("archive: give an absolute path")),
+        (None, Some(b)) if b == "busybox" => {
+            if req.reference.is_some() {
+                return Err(ApiError::invalid("reference: only with archive"));
+            }
+        }
+        (None, Some(b)) => {
+            return Err(ApiError::invalid(format!(
+                "builtin: {:?} is not a built-in image (there is busybox)",
+                b.chars().take(64).collect::<String>()
+            )))
+        }
+        _ => return Err(ApiError::invalid("give exactly one of archive and builtin")),
+    }
+    Ok((StatusCode::CREATED, Json(st.backend.import(req).await?)).into_response())
+}
+
+async fn remove_image<B: Backend>(
+    State(st): Shared<B>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    Ok(Json(st.backend.remove_image(&name).await?).into_response())
+}

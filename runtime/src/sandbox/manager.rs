@@ -1,0 +1,1138 @@
+//! [`SandboxManager`]: creates, tracks, stops and deletes sandboxes, and
+//! keeps their records in the state database so that a restarted daemon
+//! finds them again.
+//!
+//! Each sandbox has a slot: its record (the truth the API shows), a lock
+//! that serialises lifecycle changes (create, stop, fail, delete), and
+//! while it runs the agent connection and the VMM process. A monitor task
+//! per running sandbox turns the init process's exit, the VMM's death or
+//! the sandbox's timeout into a state change.
+//!
+//! Files of sandbox `ID` live in `<state>/sandboxes/ID/`: `scratch.ext4`
+//! (the writable layer), `vsock.sock` (the VMM's hybrid vsock socket),
+//! `vmm.log` (the VMM's messages and the guest console) and `init.log`
+//! (the init process's output, see [`logs`](super::logs)). The scratch disk
+//! and socket are removed when the sandbox stops or fails; the logs stay
+//! until it is deleted.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs;
+use std::future::pending;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use cocoon_proto::{ErrorCode, Process, Rootfs};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::Instrument;
+
+use super::db::{Db, DbError};
+use super::logs::{read_log, LogStream, LogWriter};
+use super::record::{now_rfc3339, ExitInfo, SandboxRecord, SandboxState};
+use super::spec::{exec_process, resolve_process, ExecSpec, SandboxSpec, SpecError};
+use super::vmm::{kill_identity, Launch, VmmPaths, VmmProcess};
+use crate::agent::{self, AgentClient, ContainerSetup, OutputStream, Stdio, AGENT_VSOCK_PORT};
+use crate::image::catalog::CatalogError;
+use crate::image::disk::{self, DiskError};
+use crate::image::{DiskFormat, ImageError, Images};
+
+/// The container id every sandbox uses inside its VM.
+pub const CONTAINER_ID: &str = "main";
+/// The exec id of a sandbox's init process.
+pub const INIT_EXEC_ID: &str = "init";
+/// Most bytes of stdout (and of stderr) an exec returns.
+pub const MAX_EXEC_OUTPUT: usize = 16 << 20;
+
+/// A Unix socket path must fit `sun_path` (108 bytes with the NUL).
+const MAX_SOCKET_PATH: usize = 107;
+/// How long connecting to an agent found after a restart may take.
+const REATTACH_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the init's output may keep arriving after it exited.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a killed VMM may take to be gone.
+const KILL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How the manager is set up.
+#[derive(Debug, Clone)]
+pub struct ManagerConfig {
+    /// Holds the image store, the database and the sandboxes' files.
+    pub state_dir: PathBuf,
+    /// The VMM, kernel and initramfs to boot sandboxes with.
+    pub vmm: VmmPaths,
+    /// Longest wait from starting the VMM to reaching the agent.
+    pub boot_timeout: Duration,
+    /// Longest wait for the guest to power off when stopping, before the
+    /// VMM is killed.
+    pub stop_timeout: Duration,
+}
+
+impl ManagerConfig {
+    /// A configuration with the usual time limits (60 s boot, 10 s stop).
+    pub fn new(state_dir: PathBuf, vmm: VmmPaths) -> Self {
+        ManagerConfig {
+            state_dir,
+            vmm,
+            boot_timeout: Duration::from_secs(60),
+            stop_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Errors of sandbox operations.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    /// The request is invalid.
+    #[error(transparent)]
+    InvalidSpec(#[from] SpecError),
+    /// No sandbox has this id.
+    #[error("no sandbox {0:?}")]
+    NotFound(String),
+    /// No image has this name or digest.
+    #[error("no image {0:?}")]
+    ImageNotFound(String),
+    /// The sandbox is not in a state that allows the operation.
+    #[error("sandbox {id} is {state}: cannot {op}")]
+    WrongState {
+        /// The sandbox.
+        id: String,
+        /// Its state.
+        state: SandboxState,
+        /// What was asked.
+        op: &'static str,
+    },
+    /// The agent refused the process (program not found, bad directory,
+    /// permission denied).
+    #[error("{message}")]
+    ProcessRejected {
+        /// The sandbox a refused init process left in state `failed` (to
+        /// be deleted); `None` for a refused exec.
+        failed_sandbox: Option<String>,
+        /// The program does not exist in the sandbox.
+        executable_not_found: bool,
+        /// The agent's message.
+        message: String,
+    },
+    /// The sandbox could not be started; it is left in state `failed`.
+    #[error("sandbox {id} failed to start: {reason}")]
+    CreateFailed {
+        /// The sandbox.
+        id: String,
+        /// Why.
+        reason: String,
+    },
+    /// The image store failed.
+    #[error(transparent)]
+    Image(ImageError),
+    /// The agent call failed.
+    #[error("agent: {0}")]
+    Agent(#[from] agent::Error),
+    /// The state database failed.
+    #[error(transparent)]
+    Db(#[from] DbError),
+    /// A disk could not be made.
+    #[error(transparent)]
+    Disk(#[from] DiskError),
+    /// A file operation failed.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// On which path.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The state directory's path is too long for the sockets under it.
+    #[error("state directory {0} is too long for the Unix sockets under it")]
+    StateDirTooLong(PathBuf),
+    /// A background task failed.
+    #[error("internal task failed: {0}")]
+    Task(String),
+}
+
+/// Broad classes of [`SandboxError`], for callers that map them (to HTTP
+/// statuses, to shim errors).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The caller's input is wrong.
+    Invalid,
+    /// What the caller named does not exist.
+    NotFound,
+    /// The sandbox's state does not allow it.
+    Conflict,
+    /// Cocoon failed.
+    Internal,
+}
+
+impl SandboxError {
+    /// The class of this error.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            SandboxError::InvalidSpec(_) | SandboxError::ProcessRejected { .. } => {
+                ErrorKind::Invalid
+            }
+            SandboxError::NotFound(_) | SandboxError::ImageNotFound(_) => ErrorKind::NotFound,
+            SandboxError::WrongState { .. } => ErrorKind::Conflict,
+            _ => ErrorKind::Internal,
+        }
+    }
+}
+
+impl From<ImageError> for SandboxError {
+    fn from(e: ImageError) -> Self {
+        match e {
+            ImageError::Catalog(CatalogError::Unknown(name)) => SandboxError::ImageNotFound(name),
+            e => SandboxError::Image(e),
+        }
+    }
+}
+
+fn io_err(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> SandboxError {
+    let path = path.to_owned();
+    move |source| SandboxError::Io { op, path, source }
+}
+
+/// Which sandboxes [`SandboxManager::list`] returns.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListFilter {
+    /// Only in this state.
+    pub state: Option<SandboxState>,
+    /// Only with all these labels (key, value).
+    pub labels: Vec<(String, String)>,
+}
+
+/// What a process run by [`SandboxManager::exec`] produced.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ExecOutput {
+    /// Its stdout (invalid UTF-8 replaced), at most [`MAX_EXEC_OUTPUT`]
+    /// bytes.
+    pub stdout: String,
+    /// Its stderr, likewise.
+    pub stderr: String,
+    /// How it ended.
+    #[serde(flatten)]
+    pub exit: ExitInfo,
+    /// Output past [`MAX_EXEC_OUTPUT`] was dropped.
+    pub truncated: bool,
+    /// It was killed because `timeout_s` passed.
+    pub timed_out: bool,
+}
+
+/// The sandboxes of one state directory.
+#[derive(Clone, Debug)]
+pub struct SandboxManager {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    cfg: ManagerConfig,
+    images: Images,
+    db: Db,
+    slots: Mutex<HashMap<String, Arc<Slot>>>,
+    exec_seq: AtomicU64,
+}
+
+#[derive(Debug)]
+struct Slot {
+    id: String,
+    dir: PathBuf,
+    record: Mutex<SandboxRecord>,
+    state: watch::Sender<SandboxState>,
+    /// Serialises lifecycle changes of this sandbox.
+    op: tokio::sync::Mutex<()>,
+    live: Mutex<Option<Live>>,
+}
+
+/// A running sandbox's connections.
+#[derive(Debug, Clone)]
+struct Live {
+    client: AgentClient,
+    vmm: VmmProcess,
+}
+
+/// What ended a running sandbox, as the monitor saw it.
+enum Ending {
+    InitExited(ExitInfo),
+    Timeout,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Slot {
+    fn new(dir: PathBuf, record: SandboxRecord) -> Arc<Slot> {
+        let (state, _) = watch::channel(record.state);
+        Arc::new(Slot {
+            id: record.id.clone(),
+            dir,
+            record: Mutex::new(record),
+            state,
+            op: tokio::sync::Mutex::new(()),
+            live: Mutex::new(None),
+        })
+    }
+
+    fn record(&self) -> SandboxRecord {
+        lock(&self.record).clone()
+    }
+
+    fn state(&self) -> SandboxState {
+        lock(&self.record).state
+    }
+
+    fn live(&self) -> Option<Live> {
+        lock(&self.live).clone()
+    }
+
+    fn scratch(&self) -> PathBuf {
+        self.dir.join("scratch.ext4")
+    }
+    fn socket(&self) -> PathBuf {
+        self.dir.join("vsock.sock")
+    }
+    fn vmm_log(&self) -> PathBuf {
+        self.dir.join("vmm.log")
+    }
+    fn init_log(&self) -> PathBuf {
+        self.dir.join("init.log")
+    }
+}
+
+impl SandboxManager {
+    /// Opens the state directory: the image store, the database, and every
+    /// sandbox in it. Running sandboxes whose VMM is alive and whose agent
+    /// answers are taken over; the others are marked failed and their
+    /// files released. Needs a tokio runtime.
+    pub async fn open(cfg: ManagerConfig) -> Result<SandboxManager, SandboxError> {
+        let sandboxes = cfg.state_dir.join("sandboxes");
+        // "<sandboxes>/<12 hex>/vsock.sock"
+        if sandboxes.as_os_str().len() + 1 + 12 + 1 + "vsock.sock".len() > MAX_SOCKET_PATH {
+            return Err(SandboxError::StateDirTooLong(cfg.state_dir.clone()));
+        }
+        fs::create_dir_all(&sandboxes).map_err(io_err("create directory", &sandboxes))?;
+        for d in [&cfg.state_dir, &sandboxes] {
+            fs::set_permissions(d, fs::Permissions::from_mode(0o700))
+                .map_err(io_err("chmod", d))?;
+        }
+        let images = Images::open(&cfg.state_dir)?;
+        let db = Db::open(&cfg.state_dir.join("sandboxes.redb"))?;
+        let records = db.all()?;
+        let inner = Arc::new(Inner {
+            cfg,
+            images,
+            db,
+            slots: Mutex::new(HashMap::new()),
+            exec_seq: AtomicU64::new(unix_now().wrapping_mul(1000)),
+        });
+        let mut known = HashSet::new();
+        for record in records {
+            known.insert(record.id.clone());
+            inner.reattach(record).await;
+        }
+        inner.remove_unknown_dirs(&sandboxes, &known);
+        Ok(SandboxManager { inner })
+    }
+
+    /// The image store of the same state directory.
+    pub fn images(&self) -> &Images {
+        &self.inner.images
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ManagerConfig {
+        &self.inner.cfg
+    }
+
+    /// Creates a sandbox and starts its init process; returns once it runs
+    /// (state `running`) or failed ([`SandboxError::CreateFailed`], the
+    /// sandbox is kept in state `failed` with the reason).
+    pub async fn create(&self, spec: SandboxSpec) -> Result<SandboxRecord, SandboxError> {
+        spec.validate()?;
+        let images = self.inner.images.clone();
+        let image = spec.image.clone();
+        let (root_disk, record) = tokio::task::spawn_blocking(move || {
+            let disk = images.root_disk(&image, DiskFormat::Erofs)?;
+            let record = images
+                .catalog()
+                .get(&disk.image)
+                .map_err(ImageError::from)?
+                .ok_or_else(|| SandboxError::ImageNotFound(image.clone()))?;
+            Ok::<_, SandboxError>((disk, record))
+        })
+        .await
+        .map_err(|e| SandboxError::Task(e.to_string()))??;
+        let process = resolve_process(&record.config.process, &spec)?;
+        let slot = self
+            .inner
+            .new_slot(&spec, &root_disk.image.to_string(), process)?;
+        let span = tracing::info_span!("sandbox", id = %slot.id);
+        self.inner
+            .clone()
+            .start(slot, root_disk.path, spec)
+            .instrument(span)
+            .await
+    }
+
+    /// Every sandbox matching `filter`, oldest first.
+    pub fn list(&self, filter: &ListFilter) -> Vec<SandboxRecord> {
+        let slots: Vec<Arc<Slot>> = lock(&self.inner.slots).values().cloned().collect();
+        let mut out: Vec<SandboxRecord> = slots
+            .iter()
+            .map(|s| s.record())
+            .filter(|r| filter.state.is_none_or(|st| r.state == st))
+            .filter(|r| {
+                filter
+                    .labels
+                    .iter()
+                    .all(|(k, v)| r.spec.labels.get(k) == Some(v))
+            })
+            .collect();
+        out.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
+        out
+    }
+
+    /// One sandbox.
+    pub fn get(&self, id: &str) -> Result<SandboxRecord, SandboxError> {
+        Ok(self.inner.slot(id)?.record())
+    }
+
+    /// Number of sandboxes in each state.
+    pub fn counts(&self) -> BTreeMap<SandboxState, usize> {
+        let mut out = BTreeMap::new();
+        for s in lock(&self.inner.slots).values() {
+            *out.entry(s.state()).or_insert(0) += 1;
+        }
+        out
+    }
+
+    /// Image digests some sandbox uses (not to be removed).
+    pub fn images_in_use(&self) -> HashSet<crate::image::Digest> {
+        lock(&self.inner.slots)
+            .values()
+            .filter_map(|s| s.record().image_digest.parse().ok())
+            .collect()
+    }
+
+    /// Stops a running sandbox: the agent powers the VM off (the VMM is
+    /// killed if it does not within the stop timeout), its scratch disk and
+    /// socket are removed. Stopping a stopped or failed sandbox returns it
+    /// as it is.
+    pub async fn stop(&self, id: &str) -> Result<SandboxRecord, SandboxError> {
+        let slot = self.inner.slot(id)?;
+        let span = tracing::info_span!("sandbox", id = %slot.id);
+        self.inner
+            .stop_slot(&slot, None, None)
+            .instrument(span)
+            .await
+    }
+
+    /// Waits until the sandbox has stopped or failed and returns it.
+    pub async fn wait(&self, id: &str) -> Result<SandboxRecord, SandboxError> {
+        let slot = self.inner.slot(id)?;
+        let mut rx = slot.state.subscribe();
+        // An error means the slot was dropped: the sandbox was deleted.
+        let _ = rx.wait_for(|s| s.is_final()).await;
+        Ok(slot.record())
+    }
+
+    /// Deletes a sandbox: stops it if it runs, removes its record and every
+    /// file. Returns its last record, in state `deleted`.
+    pub async fn delete(&self, id: &str) -> Result<SandboxRecord, SandboxError> {
+        let slot = self.inner.slot(id)?;
+        let span = tracing::info_span!("sandbox", id = %slot.id);
+        self.inner.delete_slot(&slot).instrument(span).await
+    }
+
+    /// The init process's output (`stream` selects one; both interleaved
+    /// when `None`).
+    pub async fn logs(&self, id: &str, stream: Option<LogStream>) -> Result<Vec<u8>, SandboxError> {
+        let slot = self.inner.slot(id)?;
+        let path = slot.init_log();
+        tokio::task::spawn_blocking(move || read_log(&path, stream).map_err(io_err("read", &path)))
+            .await
+            .map_err(|e| SandboxError::Task(e.to_string()))?
+    }
+
+    /// Runs a process in a running sandbox and returns its output and exit.
+    pub async fn exec(&self, id: &str, spec: ExecSpec) -> Result<ExecOutput, SandboxError> {
+        spec.validate()?;
+        let slot = self.inner.slot(id)?;
+        let Some(live) = slot.live() else {
+            return Err(SandboxError::WrongState {
+                id: id.to_string(),
+                state: slot.state(),
+                op: "exec",
+            });
+        };
+        let process = exec_process(&slot.record().process, &spec)?;
+        let exec_id = format!("x{}", self.inner.exec_seq.fetch_add(1, Ordering::Relaxed));
+        let span = tracing::info_span!("sandbox", id = %slot.id, exec = %exec_id);
+        run_exec(&live.client, &exec_id, process, &spec)
+            .instrument(span)
+            .await
+    }
+}
+
+impl Inner {
+    fn slot(&self, id: &str) -> Result<Arc<Slot>, SandboxError> {
+        lock(&self.slots)
+            .get(id)
+            .cloned()
+            .ok_or_else(|| SandboxError::NotFound(id.chars().take(100).collect()))
+    }
+
+    fn sandbox_dir(&self, id: &str) -> PathBuf {
+        self.cfg.state_dir.join("sandboxes").join(id)
+    }
+
+    /// Makes the record, directory and slot of a new sandbox.
+    fn new_slot(
+        &self,
+        spec: &SandboxSpec,
+        image_digest: &str,
+        process: Process,
+    ) -> Result<Arc<Slot>, SandboxError> {
+        let mut slots = lock(&self.slots);
+        let id = loop {
+            let id = new_id()?;
+            if !slots.contains_key(&id) {
+                break id;
+            }
+        };
+        let dir = self.sandbox_dir(&id);
+        fs::create_dir(&dir).map_err(io_err("create directory", &dir))?;
+        let record = SandboxRecord {
+            id: id.clone(),
+            state: SandboxState::Creating,
+            reason: None,
+            spec: spec.clone(),
+            image_digest: image_digest.to_string(),
+            process,
+            created_at: now_rfc3339(),
+            started_at: None,
+            finished_at: None,
+            deadline_unix: None,
+            exit: None,
+            vmm: None,
+        };
+        if let Err(e) = self.db.put(&record) {
+            let _ = fs::remove_dir_all(&dir);
+            return Err(e.into());
+        }
+        let slot = Slot::new(dir, record);
+        slots.insert(id, slot.clone());
+        Ok(slot)
+    }
+
+    /// Updates a slot's record, persists it and publishes its state.
+    fn update(&self, slot: &Slot, f: impl FnOnce(&mut SandboxRecord)) -> SandboxRecord {
+        let record = {
+            let mut r = lock(&slot.record);
+            f(&mut r);
+            r.clone()
+        };
+        if let Err(e) = self.db.put(&record) {
+            // The in-memory record stays right; a restart may then see an
+            // older state and re-check the VMM, which is safe.
+            tracing::error!("persisting sandbox state: {e}");
+        }
+        slot.state.send_replace(record.state);
+        record
+    }
+
+    /// Boots the sandbox of a fresh slot, under its lifecycle lock.
+    async fn start(
+        self: Arc<Self>,
+        slot: Arc<Slot>,
+        root_disk: PathBuf,
+        spec: SandboxSpec,
+    ) -> Result<SandboxRecord, SandboxError> {
+        let guard = slot.op.lock().await;
+        let mut vmm = None;
+        match self.boot(&slot, &root_disk, &spec, &mut vmm).await {
+            Ok((live, pumps)) => {
+                *lock(&slot.live) = Some(live.clone());
+                let deadline = spec.timeout_s.map(|t| unix_now() + t);
+                let record = self.update(&slot, |r| {
+                    r.state = SandboxState::Running;
+                    r.started_at = Some(now_rfc3339());
+                    r.deadline_unix = deadline;
+                });
+                drop(guard);
+                tracing::info!("sandbox running");
+                self.spawn_monitor(slot, live, pumps, deadline);
+                Ok(record)
+            }
+            Err(failure) => {
+                let reason = failure.reason();
+                tracing::warn!("sandbox failed to start: {reason}");
+                if let Some(vmm) = vmm {
+                    vmm.kill_and_wait(KILL_TIMEOUT).await;
+                }
+                self.release_files(&slot);
+                self.update(&slot, |r| {
+                    r.state = SandboxState::Failed;
+                    r.reason = Some(reason.clone());
+                    r.finished_at = Some(now_rfc3339());
+                    r.vmm = None;
+                });
+                drop(guard);
+                Err(match failure {
+                    BootFailure::Rejected(m, nf) => SandboxError::ProcessRejected {
+                        failed_sandbox: Some(slot.id.clone()),
+                        executable_not_found: nf,
+                        message: m,
+                    },
+                    BootFailure::Other(reason) => SandboxError::CreateFailed {
+                        id: slot.id.clone(),
+                        reason,
+                    },
+                })
+            }
+        }
+    }
+
+    /// Disks, VMM, agent, container, init. The VMM, once started, is put
+    /// in `started` so that the caller can kill it when a later step fails.
+    async fn boot(
+        &self,
+        slot: &Slot,
+        root_disk: &Path,
+        spec: &SandboxSpec,
+        started: &mut Option<VmmProcess>,
+    ) -> Result<(Live, Vec<JoinHandle<()>>), BootFailure> {
+        let scratch = slot.scratch();
+        let bytes = spec.disk_mib << 20;
+        let s = scratch.clone();
+        tokio::task::spawn_blocking(move || disk::create_scratch_disk(&s, bytes))
+            .await
+            .map_err(|e| BootFailure::Other(format!("scratch disk task: {e}")))?
+            .map_err(|e| BootFailure::Other(format!("scratch disk: {e}")))?;
+
+        let socket = slot.socket();
+        let vmm_log = slot.vmm_log();
+        let vmm = VmmProcess::spawn(
+            &self.cfg.vmm,
+            &Launch {
+                vcpus: spec.vcpus,
+                memory_mib: spec.memory_mib,
+                root_disk,
+                scratch_disk: &scratch,
+                vsock: &socket,
+                log: &vmm_log,
+            },
+        )
+        .map_err(|e| BootFailure::Other(format!("starting {}: {e}", self.cfg.vmm.vmm.display())))?;
+        let identity = vmm.identity();
+        tracing::debug!(pid = identity.pid, "VMM started");
+        self.update(slot, |r| r.vmm = Some(identity));
+        *started = Some(vmm.clone());
+
+        let client = self
+            .connect_booting(&vmm, &socket)
+            .await
+            .map_err(|reason| BootFailure::Other(format!("{reason}\n{}", log_tail(&vmm_log))))?;
+        let live = Live {
+            client: client.clone(),
+            vmm,
+        };
+
+        let rootfs = Rootfs {
+            image: "/dev/vda".into(),
+            image_fstype: DiskFormat::Erofs.to_string(),
+            scratch: Some("/dev/vdb".into()),
+        };
+        let setup = ContainerSetup {
+            hostname: Some(slot.id.clone()),
+            hosts: Some(format!(
+                "127.0.0.1\tlocalhost\n::1\tlocalhost\n127.0.1.1\t{}\n",
+                slot.id
+            )),
+            resolv_conf: None,
+        };
+        client
+            .create_container(CONTAINER_ID, rootfs, setup)
+            .await
+            .map_err(|e| BootFailure::Other(format!("creating the container: {e}")))?;
+
+        let process = slot.record().process;
+        let mut handle = client
+            .exec(CONTAINER_ID, INIT_EXEC_ID, process, Stdio::output())
+            .await
+            .map_err(|e| match rejected(&e) {
+                Some((m, nf)) => BootFailure::Rejected(m, nf),
+                None => BootFailure::Other(format!("starting the init process: {e}")),
+            })?;
+        let log = Arc::new(
+            LogWriter::open(&slot.init_log())
+                .map_err(|e| BootFailure::Other(format!("opening the log: {e}")))?,
+        );
+        let mut pumps = Vec::new();
+        for (stream, which) in [
+            (handle.take_stdout(), LogStream::Stdout),
+            (handle.take_stderr(), LogStream::Stderr),
+        ] {
+            if let Some(stream) = stream {
+                pumps.push(tokio::spawn(
+                    pump(stream, log.clone(), which).instrument(tracing::Span::current()),
+                ));
+            }
+        }
+        Ok((live, pumps))
+    }
+
+    /// Connects to the agent of a booting VM, retrying until the boot
+    /// timeout; gives up early when the VMM exits.
+    async fn connect_booting(
+        &self,
+        vmm: &VmmProcess,
+        socket: &Path,
+    ) -> Result<AgentClient, String> {
+        let started = tokio::time::Instant::now();
+        let mut last = String::from("the VMM did not create its vsock socket");
+        loop {
+            if let Some(reason) = vmm.exit_reason() {
+                return Err(format!("the VMM {reason} before the agent answered"));
+            }
+            if started.elapsed() > self.cfg.boot_timeout {
+                return Err(format!(
+                    "the agent did not answer within {:?} (last attempt: {last})",
+                    self.cfg.boot_timeout
+                ));
+            }
+            if socket.exists() {
+                match AgentClient::connect(socket, AGENT_VSOCK_PORT, Duration::from_secs(10)).await
+                {
+                    Ok(c) => return Ok(c.with_request_timeout(Duration::from_secs(60))),
+                    Err(e) => last = e.to_string(),
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn spawn_monitor(
+        self: &Arc<Self>,
+        slot: Arc<Slot>,
+        live: Live,
+        pumps: Vec<JoinHandle<()>>,
+        deadline_unix: Option<u64>,
+    ) {
+        let inner = self.clone();
+        let span = tracing::info_span!("sandbox", id = %slot.id);
+        tokio::spawn(
+            async move {
+                let deadline = async {
+                    match deadline_unix {
+                        Some(d) => {
+                            tokio::time::sleep(Duration::from_secs(d.saturating_sub(unix_now())))
+                                .await
+                        }
+                        None => pending().await,
+                    }
+                };
+                tokio::select! {
+                    r = live.client.wait(CONTAINER_ID, INIT_EXEC_ID) => match r {
+                        Ok(status) => {
+                            // Let the last output reach the log first.
+                            for p in pumps {
+                                let _ = tokio::time::timeout(DRAIN_TIMEOUT, p).await;
+                            }
+                            let exit = ExitInfo::from(status);
+                            tracing::info!(exit_code = exit.exit_code, "init exited");
+                            let _ = inner.stop_slot(&slot, Some(Ending::InitExited(exit)), None).await;
+                        }
+                        Err(e) => {
+                            // The VMM may be on its way out: prefer its reason.
+                            let why = match live.vmm.wait_timeout(Duration::from_secs(2)).await {
+                                Some(r) => format!("the VMM {r}"),
+                                None => format!("lost the agent: {e}"),
+                            };
+                            inner.fail_slot(&slot, why).await;
+                        }
+                    },
+                    r = live.vmm.wait() => inner.fail_slot(&slot, format!("the VMM {r}")).await,
+                    _ = deadline => {
+                        let _ = inner.stop_slot(&slot, Some(Ending::Timeout), None).await;
+                    }
+                }
+            }
+            .instrument(span),
+        );
+    }
+
+    /// Stops a running sandbox (see [`SandboxManager::stop`]).
+    async fn stop_slot(
+        &self,
+        slot: &Slot,
+        ending: Option<Ending>,
+        held: Option<&tokio::sync::MutexGuard<'_, ()>>,
+    ) -> Result<SandboxRecord, SandboxError> {
+        let _guard = match held {
+            Some(_) => None,
+            None => Some(slot.op.lock().await),
+        };
+        match slot.state() {
+            SandboxState::Running => {}
+            s if s.is_final() => return Ok(slot.record()),
+            s => {
+                return Err(SandboxError::WrongState {
+                    id: slot.id.clone(),
+                    state: s,
+                    op: "stop",
+                })
+            }
+        }
+        let live = lock(&slot.live).take();
+        if let Some(live) = live {
+            self.power_off(&live).await;
+        }
+        self.release_files(slot);
+        let (exit, reason) = match ending {
+            Some(Ending::InitExited(e)) => (Some(e), None),
+            Some(Ending::Timeout) => (None, Some("timeout_s reached".to_string())),
+            None => (None, None),
+        };
+        tracing::info!("sandbox stopped");
+        Ok(self.update(slot, |r| {
+            r.state = SandboxState::Stopped;
+            r.exit = exit;
+            r.reason = reason;
+            r.finished_at = Some(now_rfc3339());
+            r.vmm = None;
+        }))
+    }
+
+    /// Asks the agent to power off, then kills the VMM if it has not gone.
+    async fn power_off(&self, live: &Live) {
+        let limit = self.cfg.stop_timeout;
+        if live.client.is_connected() {
+            if let Err(e) = tokio::time::timeout(limit, live.client.shutdown()).await {
+                tracing::warn!("agent shutdown: {e}");
+            }
+        }
+        if live.vmm.wait_timeout(limit).await.is_none() {
+            tracing::warn!("the VMM did not exit within {limit:?}; killing it");
+            if live.vmm.kill_and_wait(KILL_TIMEOUT).await.is_none() {
+                tracing::error!(pid = live.vmm.identity().pid, "the VMM could not be killed");
+            }
+        }
+    }
+
+    /// Marks a running sandbox failed and releases it.
+    async fn fail_slot(&self, slot: &Slot, reason: String) {
+        let _guard = slot.op.lock().await;
+        if slot.state() != SandboxState::Running {
+            return;
+        }
+        tracing::warn!("sandbox failed: {reason}");
+        let live = lock(&slot.live).take();
+        if let Some(live) = live {
+            live.vmm.kill_and_wait(KILL_TIMEOUT).await;
+        }
+        self.release_files(slot);
+        self.update(slot, |r| {
+            r.state = SandboxState::Failed;
+            r.reason = Some(reason);
+            r.finished_at = Some(now_rfc3339());
+            r.vmm = None;
+        });
+    }
+
+    async fn delete_slot(&self, slot: &Slot) -> Result<SandboxRecord, SandboxError> {
+        let guard = slot.op.lock().await;
+        if slot.state() == SandboxState::Running {
+            self.stop_slot(slot, None, Some(&guard)).await?;
+        }
+        // A VMM of a failed start may still be recorded.
+        let live = lock(&slot.live).take();
+        if let Some(live) = live {
+            live.vmm.kill_and_wait(KILL_TIMEOUT).await;
+        }
+        if let Some(id) = slot.record().vmm {
+            kill_identity(id);
+        }
+        match fs::remove_dir_all(&slot.dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err("remove", &slot.dir)(e)),
+        }
+        self.db.remove(&slot.id)?;
+        lock(&self.slots).remove(&slot.id);
+        let record = {
+            let mut r = lock(&slot.record);
+            r.state = SandboxState::Deleted;
+            r.vmm = None;
+            r.clone()
+        };
+        slot.state.send_replace(SandboxState::Deleted);
+        tracing::info!("sandbox deleted");
+        Ok(record)
+    }
+
+    /// Removes what a sandbox no longer needs once its VM is gone.
+    fn release_files(&self, slot: &Slot) {
+        for p in [slot.scratch(), slot.socket()] {
+            match fs::remove_file(&p) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => tracing::warn!("removing {}: {e}", p.display()),
+            }
+        }
+    }
+
+    /// Takes over one sandbox found in the database at start-up.
+    async fn reattach(self: &Arc<Self>, record: SandboxRecord) {
+        let dir = self.sandbox_dir(&record.id);
+        let span = tracing::info_span!("sandbox", id = %record.id);
+        let state = record.state;
+        let slot = Slot::new(dir, record);
+        lock(&self.slots).insert(slot.id.clone(), slot.clone());
+        match state {
+            SandboxState::Running => {
+                let found = slot.record().vmm.and_then(VmmProcess::adopt);
+                let Some(vmm) = found else {
+                    self.mark_failed_at_start(
+                        &slot,
+                        "the VMM process was gone when cocoond started",
+                    );
+                    return;
+                };
+                let connected =
+                    AgentClient::connect(&slot.socket(), AGENT_VSOCK_PORT, REATTACH_TIMEOUT)
+                        .instrument(span.clone())
+                        .await;
+                match connected {
+                    Ok(client) => {
+                        let client = client.with_request_timeout(Duration::from_secs(60));
+                        let live = Live { client, vmm };
+                        *lock(&slot.live) = Some(live.clone());
+                        let deadline = slot.record().deadline_unix;
+                        span.in_scope(|| tracing::info!("re-attached running sandbox"));
+                        self.spawn_monitor(slot, live, Vec::new(), deadline);
+                    }
+                    Err(e) => {
+                        vmm.kill_and_wait(KILL_TIMEOUT).await;
+                        self.mark_failed_at_start(
+                            &slot,
+                            &format!("its agent did not answer when cocoond started: {e}"),
+                        );
+                    }
+                }
+            }
+            SandboxState::Creating => {
+                if let Some(id) = slot.record().vmm {
+                    kill_identity(id);
+                }
+                self.mark_failed_at_start(
+                    &slot,
+                    "cocoond stopped while the sandbox was being created",
+                );
+            }
+            SandboxState::Stopped | SandboxState::Failed => {
+                if let Some(id) = slot.record().vmm {
+                    kill_identity(id);
+                }
+                self.release_files(&slot);
+            }
+            SandboxState::Deleted => {
+                let _ = fs::remove_dir_all(&slot.dir);
+                let _ = self.db.remove(&slot.id);
+                lock(&self.slots).remove(&slot.id);
+            }
+        }
+    }
+
+    fn mark_failed_at_start(&self, slot: &Slot, reason: &str) {
+        tracing::warn!(id = %slot.id, "{reason}");
+        self.release_files(slot);
+        self.update(slot, |r| {
+            r.state = SandboxState::Failed;
+            r.reason = Some(reason.to_string());
+            r.finished_at = Some(now_rfc3339());
+            r.vmm = None;
+        });
+    }
+
+    /// Removes sandbox directories no record knows (a crash between making
+    /// the directory and writing the record).
+    fn remove_unknown_dirs(&self, sandboxes: &Path, known: &HashSet<String>) {
+        let Ok(entries) = fs::read_dir(sandboxes) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if !known.contains(&name) {
+                tracing::info!("removing leftover sandbox directory {name}");
+                let _ = fs::remove_dir_all(e.path());
+            }
+        }
+    }
+}
+
+enum BootFailure {
+    /// The agent refused the init process: the client's command is wrong.
+    Rejected(String, bool),
+    Other(String),
+}
+
+impl BootFailure {
+    fn reason(&self) -> String {
+        match self {
+            BootFailure::Rejected(m, _) | BootFailure::Other(m) => m.clone(),
+        }
+    }
+}
+
+/// The agent's refusal of a process, when the client's input caused it,
+/// and whether it is because the program does not exist.
+fn rejected(e: &agent::Error) -> Option<(String, bool)> {
+    match e {
+        agent::Error::Agent(body)
+            if matches!(
+                body.code,
+                ErrorCode::ExecutableNotFound
+                    | ErrorCode::InvalidArgument
+                    | ErrorCode::NotFound
+                    | ErrorCode::PermissionDenied
+            ) =>
+        {
+            Some((
+                body.message.clone(),
+                body.code == ErrorCode::ExecutableNotFound,
+            ))
+        }
+        _ => None,
+    }
+}
+
+/// Copies one output stream of the init process into the log.
+async fn pump(mut stream: OutputStream, log: Arc<LogWriter>, which: LogStream) {
+    loop {
+        match stream.next_chunk().await {
+            Ok(Some(data)) => {
+                if let Err(e) = log.append(which, &data) {
+                    tracing::warn!("writing {}: {e}", log.path().display());
+                }
+            }
+            Ok(None) => return,
+            Err(e) => {
+                tracing::debug!("init output stream ended: {e}");
+                return;
+            }
+        }
+    }
+}
+
+/// Runs one exec to completion.
+async fn run_exec(
+    client: &AgentClient,
+    exec_id: &str,
+    process: Process,
+    spec: &ExecSpec,
+) -> Result<ExecOutput, SandboxError> {
+    let stdio = Stdio {
+        stdin: spec.stdin.is_some(),
+        stdout: true,
+        stderr: true,
+    };
+    let mut h = client
+        .exec(CONTAINER_ID, exec_id, process, stdio)
+        .await
+        .map_err(|e| match rejected(&e) {
+            Some((message, nf)) => SandboxError::ProcessRejected {
+                failed_sandbox: None,
+                executable_not_found: nf,
+                message,
+            },
+            None => SandboxError::Agent(e),
+        })?;
+    let stdin = h.take_stdin();
+    let stdout = h.take_stdout();
+    let stderr = h.take_stderr();
+    let input = spec.stdin.clone();
+    let feed = async move {
+        if let (Some(mut s), Some(data)) = (stdin, input) {
+            // The process may exit without reading: that is not an error.
+            let _ = s.write_all(data.as_bytes()).await;
+            let _ = s.close();
+        }
+    };
+    let limit = async {
+        match spec.timeout_s {
+            Some(t) => tokio::time::sleep(Duration::from_secs(t)).await,
+            None => pending().await,
+        }
+    };
+    let waited = async {
+        tokio::pin!(limit);
+        tokio::select! {
+            r = h.wait() => (r, false),
+            _ = &mut limit => {
+                let _ = h.signal(9).await;
+                (h.wait().await, true)
+            }
+        }
+    };
+    let ((out, out_cut), (err, err_cut), (status, timed_out), ()) =
+        tokio::join!(collect(stdout), collect(stderr), waited, feed);
+    Ok(ExecOutput {
+        stdout: String::from_utf8_lossy(&out).into_owned(),
+        stderr: String::from_utf8_lossy(&err).into_owned(),
+        exit: ExitInfo::from(status?),
+        truncated: out_cut || err_cut,
+        timed_out,
+    })
+}
+
+/// Reads a stream to its end, keeping at most [`MAX_EXEC_OUTPUT`] bytes.
+async fn collect(stream: Option<OutputStream>) -> (Vec<u8>, bool) {
+    let Some(mut stream) = stream else {
+        return (Vec::new(), false);
+    };
+    let mut out = Vec::new();
+    let mut cut = false;
+    while let Ok(Some(chunk)) = stream.next_chunk().await {
+        let room = MAX_EXEC_OUTPUT - out.len();
+        if chunk.len() > room {
+            cut = true;
+        }
+        out.extend_from_slice(&chunk[..chunk.len().min(room)]);
+    }
+    (out, cut)
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// A fresh sandbox id: 12 random lowercase hex characters.
+fn new_id() -> Result<String, SandboxError> {
+    let mut b = [0u8; 6];
+    let path = Path::new("/dev/urandom");
+    let mut f = fs::File::open(path).map_err(io_err("open", path))?;
+    std::io::Read::read_exact(&mut f, &mut b).map_err(io_err("read", path))?;
+    Ok(hex::encode(b))
+}
+
+/// The last lines of the VMM's log, for failure reasons.
+fn log_tail(path: &Path) -> String {
+    let text = fs::read(path)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    let tail = lines[lines.len().saturating_sub(15)..].join("\n");
+    let cut = tail.len().saturating_sub(2000);
+    let start = (cut..=tail.len())
+        .find(|&i| tail.is_char_boundary(i))
+        .unwrap_or(tail.len());
+    format!("--- {} (tail)\n{}", path.display(), &tail[start..])
+}

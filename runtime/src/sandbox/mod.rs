@@ -1,0 +1,49 @@
+//! The sandbox lifecycle: an image becomes a running micro-VM with the
+//! image's process as its init, and later goes away leaving nothing behind.
+//!
+//! [`SandboxManager`] is the entry point for the daemon (and later the
+//! containerd shim). A sandbox moves `creating → running → stopped →
+//! deleted`, or to `failed` with a reason; its [`SandboxRecord`] is kept in
+//! an embedded database ([`db`], redb) so that a restarted daemon takes its
+//! running VMs over again. Each VM is a `cocoon-vmm` process of its own
+//! ([`vmm`]) that does not die with the daemon.
+//!
+//! Not here yet: networking (only `network: none`), the VMM jail, cgroups
+//! for the VMM process, streaming exec and file copies through the manager.
+//!
+//! ```no_run
+//! use std::path::PathBuf;
+//! use cocoon_runtime::sandbox::{ExecSpec, ManagerConfig, SandboxManager, SandboxSpec, VmmPaths};
+//!
+//! # async fn demo() -> Result<(), cocoon_runtime::sandbox::SandboxError> {
+//! let paths = VmmPaths {
+//!     vmm: "/usr/local/bin/cocoon-vmm".into(),
+//!     kernel: "/usr/local/share/cocoon/vmlinux".into(),
+//!     initrd: "/usr/local/share/cocoon/initramfs.img".into(),
+//! };
+//! let manager = SandboxManager::open(ManagerConfig::new(PathBuf::from("/var/lib/cocoon"), paths)).await?;
+//! let mut spec = SandboxSpec::new("busybox");
+//! spec.cmd = vec!["sleep".into(), "3600".into()];
+//! let sandbox = manager.create(spec).await?;
+//! let out = manager.exec(&sandbox.id, ExecSpec::new(vec!["uname".into(), "-r".into()])).await?;
+//! println!("{}", out.stdout);
+//! manager.delete(&sandbox.id).await?;
+//! # Ok(())
+//! # }
+//! ```
+
+pub mod db;
+pub mod logs;
+mod manager;
+pub mod record;
+pub mod spec;
+pub mod vmm;
+
+pub use logs::LogStream;
+pub use manager::{
+    ErrorKind, ExecOutput, ListFilter, ManagerConfig, SandboxError, SandboxManager, CONTAINER_ID,
+    INIT_EXEC_ID, MAX_EXEC_OUTPUT,
+};
+pub use record::{ExitInfo, SandboxRecord, SandboxState};
+pub use spec::{ExecSpec, Network, SandboxSpec, SpecError};
+pub use vmm::VmmPaths;
