@@ -1,5 +1,6 @@
 //! Registry pulls against Debian's `docker-registry` on 127.0.0.1: plain
-//! HTTP, TLS with a CA made here, basic auth; images pushed with `skopeo`
+//! HTTP, TLS with a CA made here, basic auth, bearer tokens from a token
+//! server run by the test; images pushed with `skopeo`
 //! from OCI layouts built here and compared with direct imports of the same
 //! layouts. Failures come back as the error kinds a CLI prints (unknown
 //! image, unreachable, auth refused, TLS, digest mismatch).
@@ -15,10 +16,18 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::fs;
+use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::Engine;
 
 use cocoon_runtime::image::build::{BuiltImage, ImageBuilder, MEDIA_OCI_INDEX, MEDIA_OCI_MANIFEST};
 use cocoon_runtime::image::unpack::Compression;
@@ -131,6 +140,8 @@ struct RegistryConfig<'a> {
     tls: Option<&'a Pki>,
     /// user, password
     basic_auth: Option<(&'a str, &'a str)>,
+    /// Bearer tokens from this server (exclusive with `basic_auth`).
+    token_auth: Option<&'a TokenServer>,
 }
 
 /// A `docker-registry` child on 127.0.0.1, killed on drop.
@@ -176,6 +187,16 @@ impl Registry {
                 "auth:\n  htpasswd:\n    realm: cocoon-test\n    path: {}\n",
                 htpasswd.display()
             );
+            creds = Some(format!("{user}:{password}"));
+        }
+        if let Some(server) = config.token_auth {
+            yaml += &format!(
+                "auth:\n  token:\n    realm: {}\n    service: {TOKEN_SERVICE}\n    \
+                 issuer: {TOKEN_ISSUER}\n    rootcertbundle: {}\n",
+                server.realm(),
+                server.signer.cert.display()
+            );
+            let (user, password) = &server.user;
             creds = Some(format!("{user}:{password}"));
         }
         let config_path = dir.path().join("config.yml");
@@ -582,6 +603,7 @@ fn pull_with_basic_auth() {
     let reg = Registry::start(RegistryConfig {
         tls: Some(&pki),
         basic_auth: Some(("cocoon", "s3cret")),
+        ..RegistryConfig::default()
     });
     let fx = Fixture::new();
     let built = test_image("auth");
@@ -621,6 +643,391 @@ fn pull_with_basic_auth() {
     };
     let pulled = pull(&fx.images, &reference, &with(right)).0.unwrap();
     assert_eq!(pulled.record.manifest, built.manifest);
+}
+
+/// What `docker-registry` is told to expect in tokens (`service` is the
+/// audience).
+const TOKEN_SERVICE: &str = "cocoon-test";
+const TOKEN_ISSUER: &str = "cocoon-test-issuer";
+
+/// Signs registry tokens: an RSA key and a self-signed certificate for it,
+/// made with `openssl`. The registry trusts the certificate
+/// (`rootcertbundle`); each token carries it in its `x5c` header, which is
+/// how the registry finds the key to check the RS256 signature with.
+#[derive(Clone)]
+struct TokenSigner {
+    key: PathBuf,
+    cert: PathBuf,
+    /// The certificate, base64 DER (an `x5c` entry).
+    x5c: String,
+}
+
+impl TokenSigner {
+    fn new(dir: &Path) -> TokenSigner {
+        require("openssl", "openssl");
+        let key = dir.join("token.key");
+        let cert = dir.join("token.crt");
+        run(Command::new("openssl")
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+            ])
+            .args(["-subj", "/CN=cocoon test token signer", "-keyout"])
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert));
+        let der = Command::new("openssl")
+            .args(["x509", "-outform", "DER", "-in"])
+            .arg(&cert)
+            .output()
+            .unwrap();
+        assert!(der.status.success(), "openssl x509 -outform DER failed");
+        TokenSigner {
+            key,
+            cert,
+            x5c: STANDARD.encode(der.stdout),
+        }
+    }
+
+    /// A JWT for `subject` granting `access` (`[{type, name, actions}]`),
+    /// valid over `valid` (seconds from now).
+    fn token(&self, subject: &str, access: serde_json::Value, valid: Range<i64>) -> String {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        let header = serde_json::json!({"typ": "JWT", "alg": "RS256", "x5c": [self.x5c]});
+        let claims = serde_json::json!({
+            "iss": TOKEN_ISSUER,
+            "sub": subject,
+            "aud": TOKEN_SERVICE,
+            "exp": now + valid.end,
+            "nbf": now + valid.start,
+            "iat": now,
+            "jti": format!("cocoon-{now}-{}", std::process::id()),
+            "access": access,
+        });
+        let signing_input = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(header.to_string()),
+            URL_SAFE_NO_PAD.encode(claims.to_string())
+        );
+        // RS256 is RSASSA-PKCS1-v1_5 over SHA-256: what `dgst -sign` makes
+        // with an RSA key.
+        let mut child = Command::new("openssl")
+            .args(["dgst", "-sha256", "-sign"])
+            .arg(&self.key)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(signing_input.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "openssl dgst -sign failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(out.stdout))
+    }
+}
+
+/// `access` for one repository.
+fn repo_access(name: &str, actions: &[&str]) -> serde_json::Value {
+    serde_json::json!([{"type": "repository", "name": name, "actions": actions}])
+}
+
+/// A token server on 127.0.0.1 answering `GET /token?scope=..&service=..`
+/// the way the registry's `realm` expects: for the right user and password
+/// (basic auth) a token granting every scope asked for, otherwise 401.
+/// Stopped on drop.
+struct TokenServer {
+    port: u16,
+    signer: TokenSigner,
+    user: (String, String),
+    issued: Arc<AtomicUsize>,
+    refused: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl TokenServer {
+    fn start(signer: TokenSigner, user: &str, password: &str) -> TokenServer {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let user = (user.to_owned(), password.to_owned());
+        let issued = Arc::new(AtomicUsize::new(0));
+        let refused = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (signer, user) = (signer.clone(), user.clone());
+            let (issued, refused, stop) = (issued.clone(), refused.clone(), stop.clone());
+            std::thread::spawn(move || {
+                for stream in listener.incoming() {
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let Ok(stream) = stream else { continue };
+                    // An I/O error loses only that answer; the counts and
+                    // the pull's result show it.
+                    match answer_token_request(stream, &signer, &user) {
+                        Ok(true) => {
+                            issued.fetch_add(1, Ordering::SeqCst);
+                        }
+                        Ok(false) => {
+                            refused.fetch_add(1, Ordering::SeqCst);
+                        }
+                        Err(e) => eprintln!("token server: {e}"),
+                    }
+                }
+            })
+        };
+        TokenServer {
+            port,
+            signer,
+            user,
+            issued,
+            refused,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn realm(&self) -> String {
+        format!("http://127.0.0.1:{}/token", self.port)
+    }
+
+    fn issued(&self) -> usize {
+        self.issued.load(Ordering::SeqCst)
+    }
+
+    fn refused(&self) -> usize {
+        self.refused.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for TokenServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Wakes the accept loop so that it sees the flag.
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Answers one request on `stream`; true when a token was issued.
+fn answer_token_request(
+    stream: TcpStream,
+    signer: &TokenSigner,
+    (user, password): &(String, String),
+) -> std::io::Result<bool> {
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut request_line = String::new();
+    reader.read_line(&mut request_line)?;
+    let mut authorization = None;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 || line.trim().is_empty() {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':') {
+            if name.trim().eq_ignore_ascii_case("authorization") {
+                authorization = Some(value.trim().to_owned());
+            }
+        }
+    }
+    let target = request_line.split_whitespace().nth(1).unwrap_or_default();
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let params: Vec<(&str, String)> = query
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k, percent_decode(v)))
+        .collect();
+    let service_ok = params
+        .iter()
+        .any(|(k, v)| *k == "service" && v == TOKEN_SERVICE);
+    let credentials_ok = authorization
+        .as_deref()
+        .and_then(|a| a.strip_prefix("Basic "))
+        .and_then(|b| STANDARD.decode(b.trim()).ok())
+        .is_some_and(|decoded| decoded == format!("{user}:{password}").as_bytes());
+
+    let mut stream = stream;
+    if path != "/token" || !service_ok || !credentials_ok {
+        let body = r#"{"details":"authentication required"}"#;
+        write!(
+            stream,
+            "HTTP/1.1 401 Unauthorized\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )?;
+        return Ok(false);
+    }
+    // Every scope asked for (`repository:NAME:pull,push`) is granted.
+    let access: Vec<serde_json::Value> = params
+        .iter()
+        .filter(|(k, _)| *k == "scope")
+        .flat_map(|(_, v)| v.split(' ').map(str::to_owned).collect::<Vec<_>>())
+        .filter_map(|scope| {
+            let (kind, rest) = scope.split_once(':')?;
+            let (name, actions) = rest.rsplit_once(':')?;
+            Some(serde_json::json!({
+                "type": kind,
+                "name": name,
+                "actions": actions.split(',').collect::<Vec<_>>(),
+            }))
+        })
+        .collect();
+    let token = signer.token(user, access.into(), -10..300);
+    let body =
+        serde_json::json!({"token": token, "access_token": token, "expires_in": 300}).to_string();
+    write!(
+        stream,
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    Ok(true)
+}
+
+/// `application/x-www-form-urlencoded` decoding of a query value.
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
+                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                    Some(b) => {
+                        out.push(b);
+                        i += 2;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[test]
+fn bearer_token_auth_pulls_with_a_token_and_refuses_without() {
+    let keys = tempfile::tempdir().unwrap();
+    let signer = TokenSigner::new(keys.path());
+    let tokens = TokenServer::start(signer.clone(), "cocoon", "s3cret");
+    let reg = Registry::start(RegistryConfig {
+        token_auth: Some(&tokens),
+        ..RegistryConfig::default()
+    });
+    let fx = Fixture::new();
+    let built = test_image("token");
+    let layout = fx.path("layout");
+    built.write_layout(&layout, Some("v1")).unwrap();
+    // skopeo does the token dance too, for pull and push.
+    reg.push(&layout, "v1", "private/test:v1", false);
+    let reference = format!("{}/private/test:v1", reg.host());
+    let with = |credentials| PullOptions {
+        insecure: vec![reg.host()],
+        credentials,
+        ..PullOptions::default()
+    };
+
+    // The token server refuses these. oci-client drops that refusal and
+    // asks the registry without a token, which answers 401.
+    let refused_before = tokens.refused();
+    for wrong in [
+        Credentials::Anonymous,
+        Credentials::Basic {
+            username: "cocoon".into(),
+            password: "wrong".into(),
+        },
+        Credentials::Basic {
+            username: "nobody".into(),
+            password: "s3cret".into(),
+        },
+    ] {
+        let err = registry_error(pull(&fx.images, &reference, &with(wrong.clone())).0);
+        assert!(
+            matches!(err, RegistryError::AuthRefused { .. }),
+            "{wrong:?}: {err}"
+        );
+        assert!(!err.to_string().contains("s3cret"), "{err}");
+    }
+    assert_eq!(tokens.refused(), refused_before + 3);
+
+    // Tokens the registry itself refuses: for another repository, signed
+    // by a key it does not trust, expired. Its log says why (oci-client's
+    // error is a bare 401), which tells these from a malformed token.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let stranger = TokenSigner::new(elsewhere.path());
+    let pull_access = repo_access("private/test", &["pull"]);
+    for (what, token, logged) in [
+        (
+            "other repository",
+            signer.token("cocoon", repo_access("private/other", &["pull"]), -10..300),
+            "insufficient scope",
+        ),
+        (
+            "untrusted key",
+            stranger.token("cocoon", pull_access.clone(), -10..300),
+            "invalid token",
+        ),
+        (
+            "expired",
+            signer.token("cocoon", pull_access.clone(), -3600..-600),
+            "invalid token",
+        ),
+    ] {
+        let seen = |reg: &Registry| reg.log().matches(logged).count();
+        let before = seen(&reg);
+        let err = registry_error(pull(&fx.images, &reference, &with(Credentials::Token(token))).0);
+        assert!(
+            matches!(err, RegistryError::AuthRefused { .. }),
+            "{what}: {err}"
+        );
+        assert!(seen(&reg) > before, "{what}: registry log:\n{}", reg.log());
+    }
+    assert!(fx.images.list().unwrap().is_empty());
+    fx.assert_tmp_empty();
+
+    // The right user: oci-client fetches a token and pulls with it.
+    let issued_before = tokens.issued();
+    let right = Credentials::Basic {
+        username: "cocoon".into(),
+        password: "s3cret".into(),
+    };
+    let pulled = pull(&fx.images, &reference, &with(right)).0.unwrap();
+    assert_eq!(pulled.record.manifest, built.manifest);
+    assert!(tokens.issued() > issued_before, "no token was fetched");
+
+    // A token issued beforehand, sent as is: every blob comes with it
+    // (a fresh store, so nothing is skipped).
+    let issued_before = tokens.issued();
+    let fresh = Fixture::new();
+    let token = signer.token("cocoon", pull_access, -10..300);
+    let (pulled, events) = pull(&fresh.images, &reference, &with(Credentials::Token(token)));
+    assert_eq!(pulled.unwrap().record.manifest, built.manifest);
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| matches!(e, PullEvent::LayerDone { cached: false, .. }))
+            .count(),
+        3
+    );
+    assert_eq!(tokens.issued(), issued_before, "the token server was asked");
 }
 
 /// A tmpfs of `size` mounted on a fresh directory, unmounted on drop.
