@@ -13,7 +13,7 @@ VMM := $(TARGET_DIR)/release/cocoon-vmm
 MACHINE := tests/machine/run --
 PREFIX ?= /usr/local
 
-.PHONY: all deps kernel agent initramfs test-initramfs vmm api build demo test lint unit-test vm-test bench install clean
+.PHONY: all deps kernel agent initramfs test-initramfs vmm api build demo demo-vm test lint unit-test vm-test bench install clean
 
 all: build
 
@@ -44,7 +44,12 @@ api:
 
 build: deps kernel initramfs vmm api
 
+# A real sandbox: cocoond, the busybox image, `cocoon run --rm`.
 demo: build
+	$(MACHINE) bash scripts/demo.sh $(TARGET_DIR) $(BUILD)
+
+# The bare VMM booting the guest kernel to the agent, with boot statistics.
+demo-vm: build
 	$(MACHINE) $(VMM) --kernel $(BUILD)/vmlinux --initrd $(BUILD)/initramfs.img \
 		--vcpus 2 --memory-mib 256 --console --stats --cmdline "quiet cocoon.mode=summary"
 
