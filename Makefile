@@ -75,6 +75,8 @@ test: lint unit-test vm-test
 bench: build test-initramfs
 	$(MACHINE) python3 bench/boot.py --vmm $(VMM) --kernel $(BUILD)/vmlinux --initrd $(BUILD)/initramfs.img
 	$(MACHINE) python3 bench/net.py --vmm $(VMM) --kernel $(BUILD)/vmlinux --initrd $(BUILD)/test-initramfs.img
+	$(MACHINE) python3 bench/blk.py --vmm $(VMM) --kernel $(BUILD)/vmlinux --initrd $(BUILD)/test-initramfs.img
+	$(MACHINE) python3 bench/vsock.py --vmm $(VMM) --kernel $(BUILD)/vmlinux --initrd $(BUILD)/test-initramfs.img
 	bash bench/images.sh
 	$(CARGO) build --release --locked -p cocoon-tests --example exec_bench
 	COCOON_VMM="$(abspath $(VMM))" bash bench/exec.sh "$(abspath $(TARGET_DIR))/release/examples/exec_bench"

@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --locked -q -p cocoon-runtime --example image_to_disk
-ex=target/release/examples/image_to_disk
+ex=${CARGO_TARGET_DIR:-target}/release/examples/image_to_disk
 work=$(mktemp -d /var/tmp/cocoon-bench-images.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 "$ex" make-layout "$work/layout" /usr/lib/python3.11 /usr/share/perl /usr/lib/x86_64-linux-gnu/perl >&2

@@ -14,6 +14,13 @@
 //! (connect, send a pattern, half-close, wait for the host's EOF),
 //! `tcp-recv:IP:PORT` (connect, checksum everything until EOF) and
 //! `tcp-sink:IP:PORT` (the same without the checksum, for benchmarks).
+//!
+//! Benchmark steps (`bench.rs`, timed inside the guest):
+//! `blkbench:DEV:seqread:MIB`, `blkbench:DEV:seqwrite:MIB` (1 MiB O_DIRECT
+//! requests, one at a time; the write ends with fdatasync),
+//! `blkbench:DEV:randread:SECS:QD` (4 KiB O_DIRECT random reads, QD threads),
+//! `vsock-sink:PORT` (take one host connection, read to EOF) and
+//! `vsock-source:PORT:MIB` (send MIB MiB to the host, wait for its EOF).
 
 #![cfg_attr(not(test), no_main)]
 #![cfg_attr(test, allow(dead_code))]
@@ -23,6 +30,8 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 
 use cocoon_guest_test::{Fnv, Pattern};
+
+mod bench;
 
 const DEBUG_PORT: u16 = 0x0cc0;
 const POWER_OFF: u8 = 0x02;
@@ -230,8 +239,8 @@ fn check(rc: libc::c_int) -> std::io::Result<()> {
     }
 }
 
-/// Listens on `port`, serves `n` connections at once, echoing each until EOF.
-fn vsock_echo(port: u32, n: usize) -> std::io::Result<String> {
+/// A vsock stream socket listening on `port` of any local CID.
+fn vsock_listen(port: u32) -> std::io::Result<File> {
     let l = vsock_socket()?;
     let addr = vsock_addr(libc::VMADDR_CID_ANY, port);
     // SAFETY: addr is a valid sockaddr_vm of the size passed.
@@ -244,40 +253,66 @@ fn vsock_echo(port: u32, n: usize) -> std::io::Result<String> {
     })?;
     // SAFETY: listening on our own socket.
     check(unsafe { libc::listen(fd_of(&l), 128) })?;
+    Ok(l)
+}
+
+/// Accepts one connection on `l`, with SO_LINGER set.
+fn vsock_accept(l: &File) -> std::io::Result<File> {
+    // SAFETY: accept with null address output is allowed.
+    let c = unsafe {
+        libc::accept4(
+            fd_of(l),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            libc::SOCK_CLOEXEC,
+        )
+    };
+    if c < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // Linger on close until the host side has taken everything (the
+    // device answers the close once its buffer is drained): the VM
+    // powers off right after, and queued data would be lost.
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 60,
+    };
+    // SAFETY: c is a valid socket; the option value is a live linger struct of the size passed.
+    unsafe {
+        libc::setsockopt(
+            c,
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as u32,
+        )
+    };
+    // SAFETY: c is a fresh connected socket we own.
+    Ok(unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(c) })
+}
+
+/// A vsock stream connected to `cid`:`port`.
+fn vsock_connect(cid: u32, port: u32) -> std::io::Result<File> {
+    let s = vsock_socket()?;
+    let addr = vsock_addr(cid, port);
+    // SAFETY: addr is a valid sockaddr_vm of the size passed.
+    check(unsafe {
+        libc::connect(
+            fd_of(&s),
+            (&addr as *const libc::sockaddr_vm).cast(),
+            std::mem::size_of::<libc::sockaddr_vm>() as u32,
+        )
+    })?;
+    Ok(s)
+}
+
+/// Listens on `port`, serves `n` connections at once, echoing each until EOF.
+fn vsock_echo(port: u32, n: usize) -> std::io::Result<String> {
+    let l = vsock_listen(port)?;
     say(&format!("vsock-listening port={port}"));
     let mut threads = Vec::new();
     for _ in 0..n {
-        // SAFETY: accept with null address output is allowed.
-        let c = unsafe {
-            libc::accept4(
-                fd_of(&l),
-                std::ptr::null_mut(),
-                std::ptr::null_mut(),
-                libc::SOCK_CLOEXEC,
-            )
-        };
-        if c < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        // Linger on close until the host side has taken everything (the
-        // device answers the close once its buffer is drained): the VM
-        // powers off right after, and queued data would be lost.
-        let linger = libc::linger {
-            l_onoff: 1,
-            l_linger: 60,
-        };
-        // SAFETY: c is a valid socket; the option value is a live linger struct of the size passed.
-        unsafe {
-            libc::setsockopt(
-                c,
-                libc::SOL_SOCKET,
-                libc::SO_LINGER,
-                (&linger as *const libc::linger).cast(),
-                std::mem::size_of::<libc::linger>() as u32,
-            )
-        };
-        // SAFETY: c is a fresh connected socket we own.
-        let mut s = unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(c) };
+        let mut s = vsock_accept(&l)?;
         threads.push(std::thread::spawn(move || -> u64 {
             let mut buf = vec![0u8; 64 << 10];
             let mut total = 0u64;
@@ -302,16 +337,7 @@ fn vsock_echo(port: u32, n: usize) -> std::io::Result<String> {
 /// Connects to the host (CID 2) on `port`, sends `mib` MiB of pattern
 /// `seed` while reading back whatever the host returns until EOF.
 fn vsock_send(port: u32, seed: u64, mib: u64) -> std::io::Result<String> {
-    let s = vsock_socket()?;
-    let addr = vsock_addr(2, port);
-    // SAFETY: addr is a valid sockaddr_vm of the size passed.
-    check(unsafe {
-        libc::connect(
-            fd_of(&s),
-            (&addr as *const libc::sockaddr_vm).cast(),
-            std::mem::size_of::<libc::sockaddr_vm>() as u32,
-        )
-    })?;
+    let s = vsock_connect(2, port)?;
     let mut writer = s.try_clone()?;
     let sender = std::thread::spawn(move || -> std::io::Result<u64> {
         let mut p = Pattern::new(seed);
@@ -541,6 +567,31 @@ fn step(s: &str) {
         ["tcp-sink", ip, port] => match port.parse() {
             Ok(port) => tcp_recv(ip, port, false).unwrap_or_else(|e| format!("tcp-sink error={e}")),
             Err(_) => format!("bad step {s}"),
+        },
+        ["blkbench", dev, "seqread", mib] => match mib.parse() {
+            Ok(mib) => bench::seq_read(dev, mib)
+                .unwrap_or_else(|e| format!("blkbench {dev} seqread error={e}")),
+            Err(_) => format!("bad step {s}"),
+        },
+        ["blkbench", dev, "seqwrite", mib] => match mib.parse() {
+            Ok(mib) => bench::seq_write(dev, mib)
+                .unwrap_or_else(|e| format!("blkbench {dev} seqwrite error={e}")),
+            Err(_) => format!("bad step {s}"),
+        },
+        ["blkbench", dev, "randread", secs, qd] => match (secs.parse(), qd.parse()) {
+            (Ok(secs), Ok(qd)) => bench::rand_read(dev, secs, qd)
+                .unwrap_or_else(|e| format!("blkbench {dev} randread error={e}")),
+            _ => format!("bad step {s}"),
+        },
+        ["vsock-sink", port] => match port.parse() {
+            Ok(port) => bench::vsock_sink(port).unwrap_or_else(|e| format!("vsock-sink error={e}")),
+            Err(_) => format!("bad step {s}"),
+        },
+        ["vsock-source", port, mib] => match (port.parse(), mib.parse()) {
+            (Ok(port), Ok(mib)) => {
+                bench::vsock_source(port, mib).unwrap_or_else(|e| format!("vsock-source error={e}"))
+            }
+            _ => format!("bad step {s}"),
         },
         _ => format!("bad step {s}"),
     };
