@@ -195,6 +195,7 @@ mod tests {
     use crate::devices::virtio::block::request::tests::{
         header, linked, mem, DATA, HDR, STATUS, W,
     };
+    use crate::devices::virtio::block::request::S_OK;
     use virtio_queue::mock::MockSplitQueue;
     use vm_memory::GuestAddress;
 
@@ -237,6 +238,72 @@ mod tests {
         assert_eq!(buf, [7u8; 512]);
         assert_eq!(m.read_obj::<u8>(GuestAddress(STATUS)).unwrap(), 0);
         assert_eq!(irq.read().unwrap(), 1);
+    }
+
+    #[test]
+    fn multi_segment_writes_and_reads_land_at_the_right_offsets() {
+        let f = disk_file(&[0u8; 8192]);
+        let mut b = Block::new(&BlockConfig {
+            path: f.path().into(),
+            read_only: false,
+            id: String::new(),
+        })
+        .unwrap();
+        let m = mem();
+        // Write sectors 2..5 from three segments of 512, 1024 and 512 bytes.
+        header(&m, 1, 2);
+        let data: Vec<u8> = (0..2048u32).map(|i| (i % 251) as u8).collect();
+        m.write_slice(&data[..512], GuestAddress(DATA)).unwrap();
+        m.write_slice(&data[512..1536], GuestAddress(DATA + 0x1000))
+            .unwrap();
+        m.write_slice(&data[1536..], GuestAddress(DATA + 0x3000))
+            .unwrap();
+        let q = MockSplitQueue::new(&m, 16);
+        q.add_desc_chains(
+            &linked(&[
+                (HDR, 16, 0),
+                (DATA, 512, 0),
+                (DATA + 0x1000, 1024, 0),
+                (DATA + 0x3000, 512, 0),
+                (STATUS, 1, W),
+            ]),
+            0,
+        )
+        .unwrap();
+        active(&mut b, &m, &q);
+        assert_eq!(m.read_obj::<u8>(GuestAddress(STATUS)).unwrap(), S_OK);
+        let file = std::fs::read(f.path()).unwrap();
+        assert_eq!(&file[1024..3072], &data[..]);
+        assert!(file[..1024].iter().chain(&file[3072..]).all(|&b| b == 0));
+
+        // Read the same sectors back into two segments.
+        let mut b = Block::new(&BlockConfig {
+            path: f.path().into(),
+            read_only: true,
+            id: String::new(),
+        })
+        .unwrap();
+        let m = mem();
+        header(&m, 0, 2);
+        let q = MockSplitQueue::new(&m, 16);
+        q.add_desc_chains(
+            &linked(&[
+                (HDR, 16, 0),
+                (DATA, 1536, W),
+                (DATA + 0x8000, 512, W),
+                (STATUS, 1, W),
+            ]),
+            0,
+        )
+        .unwrap();
+        active(&mut b, &m, &q);
+        assert_eq!(m.read_obj::<u8>(GuestAddress(STATUS)).unwrap(), S_OK);
+        let mut a = vec![0u8; 1536];
+        let mut c = vec![0u8; 512];
+        m.read_slice(&mut a, GuestAddress(DATA)).unwrap();
+        m.read_slice(&mut c, GuestAddress(DATA + 0x8000)).unwrap();
+        assert_eq!(a, &data[..1536]);
+        assert_eq!(c, &data[1536..]);
     }
 
     #[test]

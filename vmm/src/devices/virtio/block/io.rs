@@ -4,8 +4,10 @@
 
 use std::fs::File;
 use std::io::{Seek, SeekFrom};
+use std::os::fd::AsRawFd;
 
-use vm_memory::{Bytes, GuestMemory};
+use vm_memory::bitmap::BitmapSlice;
+use vm_memory::{Bytes, GuestMemory, VolatileSlice};
 
 use super::request::{Request, RequestType, S_IOERR, S_OK, S_UNSUPP};
 use super::{ID_BYTES, SECTOR_SIZE};
@@ -89,6 +91,36 @@ impl Disk {
     ) -> std::io::Result<()> {
         // The parser checked sector + length against the capacity.
         let offset = req.sector * SECTOR_SIZE;
+        // One preadv/pwritev for the whole request over the guest memory
+        // slices of every segment; segment by segment if any cannot be
+        // mapped as slices.
+        let access = if to_file {
+            vm_memory::Permissions::Read
+        } else {
+            vm_memory::Permissions::Write
+        };
+        let mut slices = Vec::with_capacity(req.data.len());
+        for &(addr, len) in &req.data {
+            let Ok(iter) = mem.get_slices(addr, len as usize, access) else {
+                return self.transfer_by_segment(mem, req, offset, to_file);
+            };
+            for s in iter {
+                match s {
+                    Ok(s) => slices.push(s),
+                    Err(_) => return self.transfer_by_segment(mem, req, offset, to_file),
+                }
+            }
+        }
+        vectored(&self.file, &slices, offset, to_file)
+    }
+
+    fn transfer_by_segment<M: GuestMemory>(
+        &mut self,
+        mem: &M,
+        req: &Request,
+        offset: u64,
+        to_file: bool,
+    ) -> std::io::Result<()> {
         self.file.seek(SeekFrom::Start(offset))?;
         for &(addr, len) in &req.data {
             let len = len as usize;
@@ -101,4 +133,78 @@ impl Disk {
         }
         Ok(())
     }
+}
+
+/// Moves the bytes of `slices` to (`to_file`) or from the file at `offset`
+/// with as few `pwritev`/`preadv` calls as the kernel allows. A read that
+/// ends early (the file shrank under us) is an error, never a partial
+/// success.
+fn vectored<B: BitmapSlice>(
+    file: &File,
+    slices: &[VolatileSlice<'_, B>],
+    mut offset: u64,
+    to_file: bool,
+) -> std::io::Result<()> {
+    // The guards keep the pointers valid for as long as they are used.
+    let guards: Vec<_> = slices.iter().map(|s| s.ptr_guard_mut()).collect();
+    let mut iovs: Vec<libc::iovec> = guards
+        .iter()
+        .zip(slices)
+        .filter(|(_, s)| !s.is_empty())
+        .map(|(g, s)| libc::iovec {
+            iov_base: g.as_ptr().cast(),
+            iov_len: s.len(),
+        })
+        .collect();
+    let mut first = 0;
+    while first < iovs.len() {
+        let batch = &iovs[first..iovs.len().min(first + 1024)];
+        let off =
+            libc::off_t::try_from(offset).map_err(|_| std::io::Error::other("offset too large"))?;
+        // SAFETY: every iovec points into guest memory that vm-memory
+        // checked (get_slice) and that stays mapped while the guards live;
+        // the kernel reads or writes at most iov_len bytes of each.
+        let n = unsafe {
+            if to_file {
+                libc::pwritev(
+                    file.as_raw_fd(),
+                    batch.as_ptr(),
+                    batch.len() as libc::c_int,
+                    off,
+                )
+            } else {
+                libc::preadv(
+                    file.as_raw_fd(),
+                    batch.as_ptr(),
+                    batch.len() as libc::c_int,
+                    off,
+                )
+            }
+        };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        let mut n = n as usize;
+        offset += n as u64;
+        while n > 0 && first < iovs.len() {
+            let iov = &mut iovs[first];
+            if n >= iov.iov_len {
+                n -= iov.iov_len;
+                first += 1;
+            } else {
+                // SAFETY: advancing within the same iovec's buffer.
+                iov.iov_base = unsafe { iov.iov_base.cast::<u8>().add(n) }.cast();
+                iov.iov_len -= n;
+                n = 0;
+            }
+        }
+    }
+    Ok(())
 }
