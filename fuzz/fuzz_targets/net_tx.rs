@@ -5,34 +5,23 @@
 //! length bounds, and in the right direction.
 #![no_main]
 
+#[path = "common/mod.rs"]
+mod common;
+
 use cocoon_vmm::devices::virtio::net::request::{parse_rx, parse_tx, MAX_RX_LEN, MAX_TX_LEN};
 use cocoon_vmm::devices::virtio::net::{MIN_FRAME_LEN, VNET_HDR_LEN};
 use libfuzzer_sys::fuzz_target;
-use virtio_queue::desc::{split::Descriptor, RawDescriptor};
 use virtio_queue::mock::MockSplitQueue;
-use vm_memory::{GuestAddress, GuestMemory, GuestMemoryMmap, Permissions};
-
-const MEM: usize = 0x40_0000;
+use vm_memory::{GuestMemory, Permissions};
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(mem) = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), MEM)]) else {
+    let Some(mem) = common::memory() else {
         return;
     };
     let q = MockSplitQueue::new(&mem, 16);
-    // Up to 16 descriptors of 16 bytes each.
-    let n = (data.len() / 16).min(16);
-    let mut descs = Vec::with_capacity(n);
-    for i in 0..n {
-        let d = &data[i * 16..i * 16 + 16];
-        let addr = u64::from_le_bytes(d[0..8].try_into().unwrap_or([0; 8])) % (MEM as u64 * 2);
-        let len = u32::from_le_bytes(d[8..12].try_into().unwrap_or([0; 4]));
-        let flags = u16::from_le_bytes([d[12], d[13]]);
-        let next = u16::from_le_bytes([d[14], d[15]]);
-        descs.push(RawDescriptor::from(Descriptor::new(addr, len, flags, next)));
-    }
-    if descs.is_empty() {
+    let Some(descs) = common::descriptors(&mem, data) else {
         return;
-    }
+    };
     let Ok(chain) = q.build_multiple_desc_chains(&descs) else {
         return;
     };

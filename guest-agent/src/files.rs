@@ -166,7 +166,90 @@ fn open_err(path: &str, e: std::io::Error) -> ErrorBody {
     ErrorBody::new(code, format!("{path}: {e}"))
 }
 
-/// Writes the host's stream into `path` (created or truncated, `mode`).
+/// What a finished stream turns into: the answer to the request.
+type Finish = Box<dyn FnOnce(std::io::Result<u64>) -> Result<Response, ErrorBody> + Send>;
+
+/// Opens what a copy reads from or writes to: the tar helper's pipe, or
+/// the file itself (created with `mode` when `create`).
+fn open_copy(
+    container_id: &str,
+    path: &str,
+    tar: bool,
+    create: Option<u32>,
+) -> Result<(File, Finish), ErrorBody> {
+    check_path(path)?;
+    if tar {
+        let (cmd, ours_is_stdin) = if create.is_some() {
+            ("tar-in", true)
+        } else {
+            ("tar-out", false)
+        };
+        let (job, file) = TarJob::start(container_id, &[cmd, path], ours_is_stdin)?;
+        // When the stream ends our end of the pipe is closed: the helper
+        // sees EOF (tar-in) or has written everything (tar-out).
+        return Ok((
+            file,
+            Box::new(move |_| job.finish().map(|()| Response::Done)),
+        ));
+    }
+    let root = container::get(container_id)?.root_fd()?;
+    let (flags, mode) = match create {
+        Some(mode) => (libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC, mode),
+        None => (libc::O_RDONLY, 0),
+    };
+    let file = File::from(open_in_root(&root, path, flags, mode).map_err(|e| open_err(path, e))?);
+    if create.is_none() {
+        let meta = file.metadata().map_err(|e| open_err(path, e))?;
+        if !meta.is_file() {
+            return Err(ErrorBody::new(
+                ErrorCode::InvalidArgument,
+                format!("{path} is not a regular file"),
+            ));
+        }
+    }
+    let path = path.to_string();
+    Ok((
+        file,
+        Box::new(move |r| r.map(|_| Response::Done).map_err(|e| open_err(&path, e))),
+    ))
+}
+
+/// Starts a copy: into the container (`create` = Some(mode)) from the
+/// host's stream, or out of it onto the stream. Answers request `id` when
+/// the stream has ended.
+fn copy(
+    conn: &Arc<Conn>,
+    id: u32,
+    container_id: &str,
+    path: &str,
+    stream: u32,
+    tar: bool,
+    create: Option<u32>,
+) {
+    if conn.stream_in_use(stream) {
+        let e = ErrorBody::new(
+            ErrorCode::InvalidArgument,
+            format!("stream {stream} is in use"),
+        );
+        return conn.respond(id, Err(e));
+    }
+    match open_copy(container_id, path, tar, create) {
+        Err(e) => refuse(conn, id, stream, e),
+        Ok((file, finish)) => {
+            let c = conn.clone();
+            let on_finish =
+                Some(Box::new(move |r| c.respond(id, finish(r))) as crate::conn::OnFinish);
+            if create.is_some() {
+                conn.pump_in(stream, file, on_finish);
+            } else {
+                conn.pump_out(stream, file, on_finish);
+            }
+        }
+    }
+}
+
+/// Writes the host's stream into `path` (a file created or truncated with
+/// `mode`, or a directory a tar stream is unpacked into).
 pub fn copy_in(
     conn: &Arc<Conn>,
     id: u32,
@@ -176,141 +259,10 @@ pub fn copy_in(
     tar: bool,
     mode: u32,
 ) {
-    if conn.stream_in_use(stream) {
-        return conn.respond(
-            id,
-            Err(ErrorBody::new(
-                ErrorCode::InvalidArgument,
-                format!("stream {stream} is in use"),
-            )),
-        );
-    }
-    if tar {
-        let started =
-            check_path(path).and_then(|()| TarJob::start(container_id, &["tar-in", path], true));
-        match started {
-            Err(e) => refuse(conn, id, stream, e),
-            Ok((job, file)) => {
-                let c = conn.clone();
-                conn.pump_in(
-                    stream,
-                    file,
-                    Some(Box::new(move |_| {
-                        // Our end of the pipe is closed now: the helper sees EOF.
-                        c.respond(id, job.finish().map(|()| Response::Done));
-                    })),
-                );
-            }
-        }
-        return;
-    }
-    let opened = (|| {
-        check_path(path)?;
-        let root = container::get(container_id)?.root_fd()?;
-        let fd = open_in_root(
-            &root,
-            path,
-            libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC,
-            mode,
-        )
-        .map_err(|e| open_err(path, e))?;
-        Ok(File::from(fd))
-    })();
-    match opened {
-        Err(e) => refuse(conn, id, stream, e),
-        Ok(file) => {
-            let c = conn.clone();
-            let path = path.to_string();
-            conn.pump_in(
-                stream,
-                file,
-                Some(Box::new(move |r| {
-                    c.respond(
-                        id,
-                        r.map(|_| Response::Done).map_err(|e| open_err(&path, e)),
-                    );
-                })),
-            );
-        }
-    }
+    copy(conn, id, container_id, path, stream, tar, Some(mode));
 }
 
-/// Sends the file at `path` on `stream`.
+/// Sends the file at `path`, or a tar stream of `path`, on `stream`.
 pub fn copy_out(conn: &Arc<Conn>, id: u32, container_id: &str, path: &str, stream: u32, tar: bool) {
-    if conn.stream_in_use(stream) {
-        return conn.respond(
-            id,
-            Err(ErrorBody::new(
-                ErrorCode::InvalidArgument,
-                format!("stream {stream} is in use"),
-            )),
-        );
-    }
-    if tar {
-        let started =
-            check_path(path).and_then(|()| TarJob::start(container_id, &["tar-out", path], false));
-        match started {
-            Err(e) => refuse(conn, id, stream, e),
-            Ok((job, file)) => {
-                let c = conn.clone();
-                conn.pump_out(
-                    stream,
-                    file,
-                    Some(Box::new(move |_| {
-                        c.respond(id, job.finish().map(|()| Response::Done));
-                    })),
-                );
-            }
-        }
-        return;
-    }
-    if tar {
-        let started =
-            check_path(path).and_then(|()| TarJob::start(container_id, &["tar-out", path], false));
-        match started {
-            Err(e) => refuse(conn, id, stream, e),
-            Ok((job, file)) => {
-                let c = conn.clone();
-                conn.pump_out(
-                    stream,
-                    file,
-                    Some(Box::new(move |_| {
-                        c.respond(id, job.finish().map(|()| Response::Done));
-                    })),
-                );
-            }
-        }
-        return;
-    }
-    let opened = (|| {
-        check_path(path)?;
-        let root = container::get(container_id)?.root_fd()?;
-        let fd = open_in_root(&root, path, libc::O_RDONLY, 0).map_err(|e| open_err(path, e))?;
-        let file = File::from(fd);
-        let meta = file.metadata().map_err(|e| open_err(path, e))?;
-        if !meta.is_file() {
-            return Err(ErrorBody::new(
-                ErrorCode::InvalidArgument,
-                format!("{path} is not a regular file"),
-            ));
-        }
-        Ok(file)
-    })();
-    match opened {
-        Err(e) => refuse(conn, id, stream, e),
-        Ok(file) => {
-            let c = conn.clone();
-            let path = path.to_string();
-            conn.pump_out(
-                stream,
-                file,
-                Some(Box::new(move |r| {
-                    c.respond(
-                        id,
-                        r.map(|_| Response::Done).map_err(|e| open_err(&path, e)),
-                    );
-                })),
-            );
-        }
-    }
+    copy(conn, id, container_id, path, stream, tar, None);
 }
