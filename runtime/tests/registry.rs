@@ -303,6 +303,33 @@ fn pull(
     (result, events)
 }
 
+/// Anonymous access, a wrong password and an unknown user are each refused
+/// as `AuthRefused`, and the real password never shows in the error.
+fn assert_wrong_credentials_refused(
+    images: &Images,
+    reference: &str,
+    with: impl Fn(Credentials) -> PullOptions,
+) {
+    for wrong in [
+        Credentials::Anonymous,
+        Credentials::Basic {
+            username: "cocoon".into(),
+            password: "wrong".into(),
+        },
+        Credentials::Basic {
+            username: "nobody".into(),
+            password: "s3cret".into(),
+        },
+    ] {
+        let err = registry_error(pull(images, reference, &with(wrong.clone())).0);
+        assert!(
+            matches!(err, RegistryError::AuthRefused { .. }),
+            "{wrong:?}: {err}"
+        );
+        assert!(!err.to_string().contains("s3cret"), "{err}");
+    }
+}
+
 fn registry_error(result: Result<ImportedImage, ImageError>) -> RegistryError {
     match result {
         Err(ImageError::Registry(e)) => {
@@ -617,24 +644,7 @@ fn pull_with_basic_auth() {
         ..PullOptions::default()
     };
 
-    for wrong in [
-        Credentials::Anonymous,
-        Credentials::Basic {
-            username: "cocoon".into(),
-            password: "wrong".into(),
-        },
-        Credentials::Basic {
-            username: "nobody".into(),
-            password: "s3cret".into(),
-        },
-    ] {
-        let err = registry_error(pull(&fx.images, &reference, &with(wrong.clone())).0);
-        assert!(
-            matches!(err, RegistryError::AuthRefused { .. }),
-            "{wrong:?}: {err}"
-        );
-        assert!(!err.to_string().contains("s3cret"), "{err}");
-    }
+    assert_wrong_credentials_refused(&fx.images, &reference, with);
     fx.assert_tmp_empty();
 
     let right = Credentials::Basic {
@@ -948,24 +958,7 @@ fn bearer_token_auth_pulls_with_a_token_and_refuses_without() {
     // The token server refuses these. oci-client drops that refusal and
     // asks the registry without a token, which answers 401.
     let refused_before = tokens.refused();
-    for wrong in [
-        Credentials::Anonymous,
-        Credentials::Basic {
-            username: "cocoon".into(),
-            password: "wrong".into(),
-        },
-        Credentials::Basic {
-            username: "nobody".into(),
-            password: "s3cret".into(),
-        },
-    ] {
-        let err = registry_error(pull(&fx.images, &reference, &with(wrong.clone())).0);
-        assert!(
-            matches!(err, RegistryError::AuthRefused { .. }),
-            "{wrong:?}: {err}"
-        );
-        assert!(!err.to_string().contains("s3cret"), "{err}");
-    }
+    assert_wrong_credentials_refused(&fx.images, &reference, with);
     assert_eq!(tokens.refused(), refused_before + 3);
 
     // Tokens the registry itself refuses: for another repository, signed
