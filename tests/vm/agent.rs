@@ -219,7 +219,9 @@ fn exec_into_running_container() {
     // The second process sees the first one's files and the process itself.
     let start = Instant::now();
     let seen = loop {
-        let out = sb.run(&["sh", "-c", "cat /tmp/ready && pidof sleep"]);
+        // grep, not cat: the file exists (empty) before `echo` has written
+        // to it, and an empty read must count as not ready yet.
+        let out = sb.run(&["sh", "-c", "grep -x ready /tmp/ready && pidof sleep"]);
         if out.status.code == Some(0) {
             break out;
         }
