@@ -6,14 +6,37 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 
-use cocoon_runtime::image::{busybox, ImageSummary};
+use axum::body::Body;
+use bytes::Bytes;
+use cocoon_runtime::image::{busybox, Credentials, ImageSummary, Images, PullEvent, PullOptions};
 use cocoon_runtime::sandbox::{
     ExecOutput, ExecSpec, ListFilter, LogStream, SandboxError, SandboxManager, SandboxRecord,
     SandboxSpec, SandboxState,
 };
+use futures_util::stream::{self, BoxStream, StreamExt};
+use tokio::sync::mpsc::UnboundedSender;
+use tokio_util::io::StreamReader;
 
 use crate::error::ApiError;
-use crate::types::{ImageInfo, ImportRequest, RemovedImage};
+use crate::types::{ImageInfo, ImportRequest, PullProgress, RemovedImage};
+
+/// The bytes of a file or archive read out of a sandbox.
+pub type ByteStream = BoxStream<'static, Result<Bytes, std::io::Error>>;
+
+/// What to pull (validated by the route).
+#[derive(Debug, Clone)]
+pub struct PullSpec {
+    /// The registry reference.
+    pub reference: String,
+    /// The name to give the image; default: the reference.
+    pub name: Option<String>,
+    /// Credentials for the registry.
+    pub credentials: Credentials,
+}
+
+/// Progress of a pull sends a `downloading` line at most every this many
+/// bytes of a layer (and at its end).
+const PROGRESS_STEP: u64 = 512 << 10;
 
 /// The operations behind the routes.
 pub trait Backend: Send + Sync + 'static {
@@ -58,6 +81,32 @@ pub trait Backend: Send + Sync + 'static {
         &self,
         name: &str,
     ) -> impl Future<Output = Result<RemovedImage, ApiError>> + Send;
+    /// Pulls an image from a registry, reporting progress on `progress`
+    /// (it may be closed: the pull goes on).
+    fn pull(
+        &self,
+        spec: PullSpec,
+        progress: UnboundedSender<PullProgress>,
+    ) -> impl Future<Output = Result<ImageInfo, ApiError>> + Send;
+    /// Writes a request body into a running sandbox at `path`: a file
+    /// with `mode`, or with `tar` an archive unpacked into the directory
+    /// `path`. Returns the bytes received.
+    fn put_file(
+        &self,
+        id: &str,
+        path: &str,
+        tar: bool,
+        mode: u32,
+        body: Body,
+    ) -> impl Future<Output = Result<u64, SandboxError>> + Send;
+    /// Reads `path` (with `tar`, an archive of it) out of a running
+    /// sandbox. Fails before any data when it cannot be read.
+    fn get_file(
+        &self,
+        id: &str,
+        path: &str,
+        tar: bool,
+    ) -> impl Future<Output = Result<ByteStream, SandboxError>> + Send;
 }
 
 /// The runtime: a sandbox manager and its image store.
@@ -65,6 +114,7 @@ pub trait Backend: Send + Sync + 'static {
 pub struct RuntimeBackend {
     manager: SandboxManager,
     busybox: PathBuf,
+    registries: PullOptions,
 }
 
 impl RuntimeBackend {
@@ -74,7 +124,15 @@ impl RuntimeBackend {
         RuntimeBackend {
             manager,
             busybox: busybox_bin,
+            registries: PullOptions::default(),
         }
+    }
+
+    /// Pulls use these registry settings (plain-HTTP registries, extra
+    /// CA, time limits); their credentials come with each pull.
+    pub fn with_registries(mut self, registries: PullOptions) -> Self {
+        self.registries = registries;
+        self
     }
 
     /// The default static busybox.
@@ -98,6 +156,73 @@ fn info(s: ImageSummary) -> ImageInfo {
         size: s.size,
         created: s.created,
     }
+}
+
+/// How the API lists an image just imported or pulled.
+fn imported_info(
+    images: &Images,
+    imported: cocoon_runtime::image::ImportedImage,
+) -> Result<ImageInfo, ApiError> {
+    let digest = imported.record.manifest.to_string();
+    let listed = images
+        .list()?
+        .into_iter()
+        .find(|s| s.digest.to_string() == digest);
+    Ok(match listed {
+        Some(s) => info(s),
+        None => ImageInfo {
+            size: imported.record.size(),
+            created: imported.record.config.created.clone(),
+            tags: imported.tags,
+            digest,
+        },
+    })
+}
+
+/// A pull event as a progress line; `downloading` lines are thinned out
+/// to one per [`PROGRESS_STEP`] bytes of a layer (`last` holds the layer
+/// and bytes of the last one sent).
+fn progress_line(ev: &PullEvent, last: &mut (usize, u64)) -> Option<PullProgress> {
+    Some(match ev {
+        PullEvent::Resolved {
+            manifest,
+            layers,
+            bytes,
+        } => PullProgress::Resolved {
+            digest: manifest.to_string(),
+            layers: *layers,
+            bytes: *bytes,
+        },
+        PullEvent::Layer {
+            index,
+            digest,
+            done,
+            total,
+        } => {
+            let soon = last.0 == *index && *done < last.1.saturating_add(PROGRESS_STEP);
+            if soon && done < total {
+                return None;
+            }
+            *last = (*index, *done);
+            PullProgress::Downloading {
+                layer: *index,
+                digest: digest.to_string(),
+                current: *done,
+                total: *total,
+            }
+        }
+        PullEvent::LayerDone {
+            index,
+            digest,
+            total,
+            cached,
+        } => PullProgress::LayerDone {
+            layer: *index,
+            digest: digest.to_string(),
+            total: *total,
+            cached: *cached,
+        },
+    })
 }
 
 impl Backend for RuntimeBackend {
@@ -158,20 +283,7 @@ impl Backend for RuntimeBackend {
                 }
                 _ => return Err(ApiError::invalid("give exactly one of archive and builtin")),
             };
-            let digest = imported.record.manifest.to_string();
-            let listed = images
-                .list()?
-                .into_iter()
-                .find(|s| s.digest.to_string() == digest);
-            Ok(match listed {
-                Some(s) => info(s),
-                None => ImageInfo {
-                    size: imported.record.size(),
-                    created: imported.record.config.created.clone(),
-                    tags: imported.tags,
-                    digest,
-                },
-            })
+            imported_info(&images, imported)
         })
         .await
     }
@@ -189,5 +301,59 @@ impl Backend for RuntimeBackend {
             })
         })
         .await
+    }
+    async fn pull(
+        &self,
+        spec: PullSpec,
+        progress: UnboundedSender<PullProgress>,
+    ) -> Result<ImageInfo, ApiError> {
+        let images = self.manager.images().clone();
+        let mut options = self.registries.clone();
+        options.credentials = spec.credentials;
+        Self::blocking(move || {
+            let mut last = (usize::MAX, 0);
+            let mut report = |ev: &PullEvent| {
+                if let Some(line) = progress_line(ev, &mut last) {
+                    let _ = progress.send(line);
+                }
+            };
+            let imported = images.pull_blocking(
+                &spec.reference,
+                spec.name.as_deref(),
+                &options,
+                &mut report,
+            )?;
+            imported_info(&images, imported)
+        })
+        .await
+    }
+    async fn put_file(
+        &self,
+        id: &str,
+        path: &str,
+        tar: bool,
+        mode: u32,
+        body: Body,
+    ) -> Result<u64, SandboxError> {
+        let data = body
+            .into_data_stream()
+            .map(|r| r.map_err(std::io::Error::other));
+        self.manager
+            .copy_in(id, path, tar, mode, StreamReader::new(data))
+            .await
+    }
+    async fn get_file(&self, id: &str, path: &str, tar: bool) -> Result<ByteStream, SandboxError> {
+        let (first, rest) = self.manager.copy_out(id, path, tar).await?;
+        let first = stream::iter(first.map(Ok));
+        let rest = stream::unfold(Some(rest), |s| async move {
+            let mut s = s?;
+            match s.next_chunk().await {
+                Ok(Some(b)) => Some((Ok(b), Some(s))),
+                Ok(None) => None,
+                // The error ends the body: the client sees a cut transfer.
+                Err(e) => Some((Err(std::io::Error::other(e.to_string())), None)),
+            }
+        });
+        Ok(first.chain(rest).boxed())
     }
 }

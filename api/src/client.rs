@@ -4,8 +4,10 @@
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
-use http::{Method, Request, StatusCode};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -58,13 +60,37 @@ impl Client {
         }
     }
 
-    /// Sends a request; returns the status and body of a success.
+    /// Sends a request; returns the body of a success.
     pub async fn raw(
         &self,
         method: Method,
         path: &str,
         body: Option<Vec<u8>>,
     ) -> Result<Bytes, ClientError> {
+        let content_type = body.as_ref().map(|_| "application/json");
+        let body = Full::new(Bytes::from(body.unwrap_or_default()))
+            .map_err(|never| match never {})
+            .boxed();
+        let resp = self.send(method, path, content_type, None, body).await?;
+        let bytes = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| ClientError::Http(e.to_string()))?
+            .to_bytes();
+        Ok(bytes)
+    }
+
+    /// Sends a request with any body; returns the response of a success
+    /// with its body unread (for streams), or the error the daemon answered.
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        content_type: Option<&str>,
+        accept: Option<&str>,
+        body: BoxBody<Bytes, std::io::Error>,
+    ) -> Result<Response<Incoming>, ClientError> {
         let stream =
             UnixStream::connect(&self.socket)
                 .await
@@ -82,26 +108,29 @@ impl Client {
             .method(method)
             .uri(path)
             .header(http::header::HOST, "cocoond");
-        if body.is_some() {
-            req = req.header(http::header::CONTENT_TYPE, "application/json");
+        if let Some(t) = content_type {
+            req = req.header(http::header::CONTENT_TYPE, t);
+        }
+        if let Some(a) = accept {
+            req = req.header(http::header::ACCEPT, a);
         }
         let req = req
-            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .body(body)
             .map_err(|e| ClientError::Http(e.to_string()))?;
         let resp = sender
             .send_request(req)
             .await
             .map_err(|e| ClientError::Http(e.to_string()))?;
         let status = resp.status();
+        if status.is_success() {
+            return Ok(resp);
+        }
         let bytes = resp
             .into_body()
             .collect()
             .await
             .map_err(|e| ClientError::Http(e.to_string()))?
             .to_bytes();
-        if status.is_success() {
-            return Ok(bytes);
-        }
         Err(match serde_json::from_slice::<ErrorResponse>(&bytes) {
             Ok(e) => ClientError::Api {
                 status,
@@ -147,6 +176,19 @@ pub fn encode_segment(s: &str) -> String {
     out
 }
 
+/// Percent-encodes a query value (paths keep their `/`).
+pub fn encode_query(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'/') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -158,5 +200,6 @@ mod tests {
             "library%2Fbusybox%3A1.36"
         );
         assert_eq!(encode_segment("a-b_c.d"), "a-b_c.d");
+        assert_eq!(encode_query("/tmp/a b&c=d"), "/tmp/a%20b%26c%3Dd");
     }
 }

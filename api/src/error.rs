@@ -10,7 +10,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use cocoon_runtime::image::catalog::CatalogError;
 use cocoon_runtime::image::ImageError;
-use cocoon_runtime::sandbox::{ErrorKind, SandboxError};
+use cocoon_runtime::image::RegistryError;
+use cocoon_runtime::sandbox::{ErrorKind, FileErrorKind, SandboxError};
 
 use crate::types::{ErrorDetail, ErrorResponse};
 
@@ -91,6 +92,11 @@ impl From<SandboxError> for ApiError {
                 (StatusCode::BAD_REQUEST, "process_rejected")
             }
             (SandboxError::ImageNotFound(_), _) => (StatusCode::NOT_FOUND, "image_not_found"),
+            (SandboxError::File(f), _) => match f.kind {
+                FileErrorKind::NotFound => (StatusCode::NOT_FOUND, "file_not_found"),
+                FileErrorKind::PermissionDenied => (StatusCode::FORBIDDEN, "permission_denied"),
+                FileErrorKind::Invalid => (StatusCode::BAD_REQUEST, "file_error"),
+            },
             (SandboxError::CreateFailed { .. }, _) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "sandbox_failed")
             }
@@ -128,6 +134,25 @@ impl From<ImageError> for ApiError {
                 (StatusCode::BAD_REQUEST, "invalid_image")
             }
             ImageError::InUse(_) => (StatusCode::CONFLICT, "image_in_use"),
+            ImageError::Registry(r) => match r.as_ref() {
+                RegistryError::BadReference { .. } => (StatusCode::BAD_REQUEST, "invalid_request"),
+                RegistryError::UnknownImage { .. } => (StatusCode::NOT_FOUND, "image_not_found"),
+                RegistryError::AuthRefused { .. } => {
+                    (StatusCode::FORBIDDEN, "registry_auth_refused")
+                }
+                RegistryError::Unreachable { .. } => {
+                    (StatusCode::BAD_GATEWAY, "registry_unreachable")
+                }
+                RegistryError::Tls { .. } => (StatusCode::BAD_GATEWAY, "registry_tls"),
+                RegistryError::DigestMismatch { .. } | RegistryError::Protocol { .. } => {
+                    (StatusCode::BAD_GATEWAY, "registry_error")
+                }
+                RegistryError::Image(_) => (StatusCode::BAD_REQUEST, "invalid_image"),
+                RegistryError::DiskFull { .. } => (StatusCode::INSUFFICIENT_STORAGE, "disk_full"),
+                RegistryError::CaFile { .. } | RegistryError::Store(_) => {
+                    (StatusCode::INTERNAL_SERVER_ERROR, "internal")
+                }
+            },
             _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         };
         ApiError::new(status, code, message)

@@ -14,8 +14,10 @@
 #![warn(missing_docs)]
 
 pub mod backend;
+pub mod cli;
 pub mod client;
 pub mod error;
+pub mod metrics;
 pub mod openapi;
 pub mod routes;
 pub mod server;

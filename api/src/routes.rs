@@ -7,24 +7,29 @@
 //! wrong types are all `400 invalid_request` in the usual error shape, and
 //! so are bad query strings, unknown routes (404) and wrong methods (405).
 
+use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use cocoon_runtime::image::Credentials;
 use cocoon_runtime::sandbox::{ExecSpec, ListFilter, LogStream, SandboxSpec, SandboxState};
+use futures_util::stream;
 use serde::de::DeserializeOwned;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-use crate::backend::Backend;
+use crate::backend::{Backend, PullSpec};
 use crate::error::ApiError;
+use crate::metrics::{Histogram, CREATE_BUCKETS, EXEC_BUCKETS};
 use crate::openapi;
-use crate::types::{Health, ImportRequest};
+use crate::types::{ErrorDetail, Health, ImportRequest, PullProgress};
 
 /// Largest request body (an exec's stdin is up to 16 MiB).
 pub const MAX_BODY: usize = 20 << 20;
@@ -42,18 +47,37 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/sandboxes/{id}/wait"),
     ("post", "/v1/sandboxes/{id}/exec"),
     ("get", "/v1/sandboxes/{id}/logs"),
+    ("get", "/v1/sandboxes/{id}/files"),
+    ("put", "/v1/sandboxes/{id}/files"),
     ("get", "/v1/images"),
     ("post", "/v1/images"),
     ("delete", "/v1/images/{name}"),
 ];
 
 /// Counters for `/metrics`.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Counters {
     creates: AtomicU64,
     create_failures: AtomicU64,
     execs: AtomicU64,
     exec_failures: AtomicU64,
+    /// Seconds from a create request to a running sandbox.
+    create_seconds: Histogram,
+    /// Seconds of simple-mode execs, request to exit.
+    exec_seconds: Histogram,
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        Counters {
+            creates: AtomicU64::new(0),
+            create_failures: AtomicU64::new(0),
+            execs: AtomicU64::new(0),
+            exec_failures: AtomicU64::new(0),
+            create_seconds: Histogram::new(CREATE_BUCKETS),
+            exec_seconds: Histogram::new(EXEC_BUCKETS),
+        }
+    }
 }
 
 struct AppState<B> {
@@ -79,6 +103,10 @@ pub fn router<B: Backend>(backend: B) -> Router {
         .route("/v1/sandboxes/{id}/wait", post(wait::<B>))
         .route("/v1/sandboxes/{id}/exec", post(exec::<B>))
         .route("/v1/sandboxes/{id}/logs", get(logs::<B>))
+        .route(
+            "/v1/sandboxes/{id}/files",
+            get(get_file::<B>).put(put_file::<B>),
+        )
         .route("/v1/images", get(images::<B>).post(import::<B>))
         .route(
             "/v1/images/{name}",
@@ -172,6 +200,16 @@ async fn metrics<B: Backend>(State(st): Shared<B>) -> Response {
             v.load(Ordering::Relaxed)
         ));
     }
+    c.create_seconds.render(
+        &mut out,
+        "cocoon_sandbox_create_seconds",
+        "Seconds from a create request to a running sandbox (successful creates).",
+    );
+    c.exec_seconds.render(
+        &mut out,
+        "cocoon_exec_seconds",
+        "Seconds from an exec request to the process's exit (successful execs).",
+    );
     (
         [(
             header::CONTENT_TYPE,
@@ -233,8 +271,12 @@ async fn create<B: Backend>(
     spec.validate()
         .map_err(cocoon_runtime::sandbox::SandboxError::from)?;
     st.counters.creates.fetch_add(1, Ordering::Relaxed);
+    let start = Instant::now();
     match st.backend.create(spec).await {
-        Ok(r) => Ok((StatusCode::CREATED, Json(r)).into_response()),
+        Ok(r) => {
+            st.counters.create_seconds.observe(start.elapsed());
+            Ok((StatusCode::CREATED, Json(r)).into_response())
+        }
         Err(e) => {
             st.counters.create_failures.fetch_add(1, Ordering::Relaxed);
             Err(e.into())
@@ -281,8 +323,12 @@ async fn exec<B: Backend>(
     // Unknown sandboxes are 404 before anything is counted.
     st.backend.get(&id)?;
     st.counters.execs.fetch_add(1, Ordering::Relaxed);
+    let start = Instant::now();
     match st.backend.exec(&id, spec).await {
-        Ok(out) => Ok(Json(out).into_response()),
+        Ok(out) => {
+            st.counters.exec_seconds.observe(start.elapsed());
+            Ok(Json(out).into_response())
+        }
         Err(e) => {
             st.counters.exec_failures.fetch_add(1, Ordering::Relaxed);
             Err(e.into())
@@ -319,26 +365,188 @@ async fn images<B: Backend>(State(st): Shared<B>) -> Result<Response, ApiError> 
 
 async fn import<B: Backend>(
     State(st): Shared<B>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let req: ImportRequest = parse_body(body)?;
-    match (&req.archive, &req.builtin) {
-        (Some(a), None) if a.starts_with('/') && !a.contains('\0') => {}
-        (Some(_), None) => return Err(ApiError::invalid("archive: give an absolute path")),
-        (None, Some(b)) if b == "busybox" => {
+    match (&req.archive, &req.builtin, &req.pull) {
+        (Some(a), None, None) if a.starts_with('/') && !a.contains('\0') => {}
+        (Some(_), None, None) => return Err(ApiError::invalid("archive: give an absolute path")),
+        (None, Some(b), None) if b == "busybox" => {
             if req.reference.is_some() {
                 return Err(ApiError::invalid("reference: only with archive"));
             }
         }
-        (None, Some(b)) => {
+        (None, Some(b), None) => {
             return Err(ApiError::invalid(format!(
                 "builtin: {:?} is not a built-in image (there is busybox)",
                 b.chars().take(64).collect::<String>()
             )))
         }
-        _ => return Err(ApiError::invalid("give exactly one of archive and builtin")),
+        (None, None, Some(_)) => return pull(st, &headers, req).await,
+        _ => {
+            return Err(ApiError::invalid(
+                "give exactly one of pull, archive and builtin",
+            ))
+        }
+    }
+    if req.auth.is_some() {
+        return Err(ApiError::invalid("auth: only with pull"));
     }
     Ok((StatusCode::CREATED, Json(st.backend.import(req).await?)).into_response())
+}
+
+/// `POST /v1/images` with `pull`: `201` and the image, or with `Accept:
+/// application/x-ndjson` a `200` stream of [`PullProgress`] lines.
+async fn pull<B: Backend>(
+    st: Arc<AppState<B>>,
+    headers: &HeaderMap,
+    req: ImportRequest,
+) -> Result<Response, ApiError> {
+    let Some(reference) = req.pull else {
+        return Err(ApiError::invalid("pull: give a reference"));
+    };
+    if reference.is_empty() || reference.len() > 1024 || reference.contains(char::is_whitespace) {
+        return Err(ApiError::invalid(
+            "pull: give a reference host[:port]/repo[:tag][@digest]",
+        ));
+    }
+    if req.reference.is_some() {
+        return Err(ApiError::invalid("reference: only with archive"));
+    }
+    let credentials = match req.auth {
+        None => Credentials::Anonymous,
+        Some(a) => match (a.username, a.password, a.token) {
+            (Some(username), Some(password), None) => Credentials::Basic { username, password },
+            (None, None, Some(token)) => Credentials::Token(token),
+            _ => {
+                return Err(ApiError::invalid(
+                    "auth: give username and password, or token",
+                ))
+            }
+        },
+    };
+    let spec = PullSpec {
+        reference,
+        name: req.name,
+        credentials,
+    };
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let streaming = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/x-ndjson"));
+    if !streaming {
+        drop(rx);
+        let image = st.backend.pull(spec, tx).await?;
+        return Ok((StatusCode::CREATED, Json(image)).into_response());
+    }
+    // The pull runs to its end even if the client goes away.
+    let done = tx.clone();
+    tokio::spawn(async move {
+        let last = match st.backend.pull(spec, tx).await {
+            Ok(image) => PullProgress::Done { image },
+            Err(e) => {
+                if e.status.is_server_error() {
+                    tracing::error!(code = e.code, "pull: {}", e.message);
+                }
+                PullProgress::Error {
+                    error: ErrorDetail {
+                        code: e.code.to_string(),
+                        message: e.message,
+                        sandbox_id: None,
+                    },
+                }
+            }
+        };
+        let _ = done.send(last);
+    });
+    let lines = stream::poll_fn(move |cx| {
+        rx.poll_recv(cx).map(|ev| {
+            ev.map(|ev| {
+                let mut line = serde_json::to_vec(&ev).unwrap_or_default();
+                line.push(b'\n');
+                Ok::<_, Infallible>(Bytes::from(line))
+            })
+        })
+    });
+    Ok((
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        Body::from_stream(lines),
+    )
+        .into_response())
+}
+
+/// `GET` and `PUT /v1/sandboxes/{id}/files` query.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FilesQuery {
+    /// Absolute path in the sandbox.
+    path: String,
+    /// `raw` (one file, the default) or `tar` (an archive).
+    format: Option<String>,
+    /// Octal permission bits of a file written (`PUT`, `raw`); default 0644.
+    mode: Option<String>,
+}
+
+impl FilesQuery {
+    fn tar(&self) -> Result<bool, ApiError> {
+        match self.format.as_deref() {
+            None | Some("raw") => Ok(false),
+            Some("tar") => Ok(true),
+            Some(_) => Err(ApiError::invalid("format: give raw or tar")),
+        }
+    }
+}
+
+/// The answer to a file upload.
+#[derive(Debug, Serialize)]
+struct FileWritten {
+    path: String,
+    bytes: u64,
+}
+
+async fn put_file<B: Backend>(
+    State(st): Shared<B>,
+    Path(id): Path<String>,
+    q: Result<Query<FilesQuery>, QueryRejection>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let q = parse_query(q)?;
+    let tar = q.tar()?;
+    let mode = match q.mode.as_deref() {
+        None => 0o644,
+        Some(_) if tar => return Err(ApiError::invalid("mode: only with format=raw")),
+        Some(m) => u32::from_str_radix(m, 8)
+            .ok()
+            .filter(|m| *m <= 0o7777)
+            .ok_or_else(|| ApiError::invalid("mode: give octal permission bits, e.g. 0644"))?,
+    };
+    let bytes = st.backend.put_file(&id, &q.path, tar, mode, body).await?;
+    Ok(Json(FileWritten {
+        path: q.path,
+        bytes,
+    })
+    .into_response())
+}
+
+async fn get_file<B: Backend>(
+    State(st): Shared<B>,
+    Path(id): Path<String>,
+    q: Result<Query<FilesQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let q = parse_query(q)?;
+    let tar = q.tar()?;
+    if q.mode.is_some() {
+        return Err(ApiError::invalid("mode: only when writing"));
+    }
+    let data = st.backend.get_file(&id, &q.path, tar).await?;
+    let kind = if tar {
+        "application/x-tar"
+    } else {
+        "application/octet-stream"
+    };
+    Ok(([(header::CONTENT_TYPE, kind)], Body::from_stream(data)).into_response())
 }
 
 async fn remove_image<B: Backend>(

@@ -15,15 +15,21 @@ use cocoon_runtime::sandbox::{
 use http_body_util::BodyExt;
 use tower::ServiceExt;
 
-use crate::backend::Backend;
+use crate::backend::{Backend, ByteStream, PullSpec};
 use crate::error::ApiError;
 use crate::routes::{router, ROUTES};
 use crate::server::with_token;
-use crate::types::{ErrorResponse, ImageInfo, ImportRequest, RemovedImage};
+use crate::types::{ErrorResponse, ImageInfo, ImportRequest, PullProgress, RemovedImage};
+use cocoon_runtime::image::Credentials;
+use cocoon_runtime::sandbox::{FileError, FileErrorKind};
+use futures_util::StreamExt;
+use tokio::sync::mpsc::UnboundedSender;
 
 #[derive(Default)]
 struct Fake {
     sandboxes: Mutex<Vec<SandboxRecord>>,
+    /// Files "in" the sandboxes: (id, path, tar) → bytes.
+    files: Mutex<BTreeMap<(String, String, bool), Vec<u8>>>,
 }
 
 fn record(id: &str, spec: SandboxSpec) -> SandboxRecord {
@@ -193,6 +199,71 @@ impl Backend for Fake {
             Err(ApiError::not_found(format!("no image {name:?}")))
         }
     }
+    async fn pull(
+        &self,
+        spec: PullSpec,
+        progress: UnboundedSender<PullProgress>,
+    ) -> Result<ImageInfo, ApiError> {
+        if spec.reference.ends_with("/missing") {
+            return Err(ApiError::not_found("unknown image"));
+        }
+        let _ = progress.send(PullProgress::Resolved {
+            digest: "sha256:22".into(),
+            layers: 1,
+            bytes: 10,
+        });
+        let _ = progress.send(PullProgress::LayerDone {
+            layer: 0,
+            digest: "sha256:33".into(),
+            total: 10,
+            cached: spec.credentials != Credentials::Anonymous,
+        });
+        Ok(ImageInfo {
+            digest: "sha256:22".into(),
+            tags: vec![spec.name.unwrap_or(spec.reference)],
+            size: 10,
+            created: None,
+        })
+    }
+    async fn put_file(
+        &self,
+        id: &str,
+        path: &str,
+        tar: bool,
+        mode: u32,
+        body: Body,
+    ) -> Result<u64, SandboxError> {
+        self.find(id)?;
+        let data = body
+            .collect()
+            .await
+            .map_err(|e| SandboxError::Task(e.to_string()))?
+            .to_bytes();
+        let mut data = data.to_vec();
+        if !tar {
+            data.extend_from_slice(format!(" mode={mode:o}").as_bytes());
+        }
+        let n = data.len() as u64;
+        self.files
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert((id.into(), path.into(), tar), data);
+        Ok(n)
+    }
+    async fn get_file(&self, id: &str, path: &str, tar: bool) -> Result<ByteStream, SandboxError> {
+        self.find(id)?;
+        let data = self
+            .files
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(id.to_string(), path.to_string(), tar))
+            .cloned()
+            .ok_or_else(|| FileError {
+                kind: FileErrorKind::NotFound,
+                message: format!("{path}: No such file or directory"),
+            })?;
+        Ok(futures_util::stream::iter([Ok(bytes::Bytes::from(data))]).boxed())
+    }
 }
 
 struct Answer {
@@ -227,9 +298,26 @@ async fn call_with(
     body: Option<&str>,
     auth: Option<&str>,
 ) -> Answer {
+    call_headers(
+        app,
+        method,
+        uri,
+        body,
+        auth.map(|a| (header::AUTHORIZATION, a)),
+    )
+    .await
+}
+
+async fn call_headers(
+    app: &Router,
+    method: Method,
+    uri: &str,
+    body: Option<&str>,
+    extra: Option<(header::HeaderName, &str)>,
+) -> Answer {
     let mut req = Request::builder().method(method).uri(uri);
-    if let Some(a) = auth {
-        req = req.header(header::AUTHORIZATION, a);
+    if let Some((k, v)) = extra {
+        req = req.header(k, v);
     }
     let req = req
         .body(Body::from(body.unwrap_or("").to_string()))
@@ -531,6 +619,15 @@ async fn health_metrics_and_openapi() {
         "{text}"
     );
     assert!(text.contains("cocoon_sandbox_creates_total 1"), "{text}");
+    assert!(
+        text.contains("cocoon_sandbox_create_seconds_bucket{le=\"+Inf\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("cocoon_sandbox_create_seconds_count 1"),
+        "{text}"
+    );
+    assert!(text.contains("cocoon_exec_seconds_count 0"), "{text}");
     let a = call(&app, Method::GET, "/v1/openapi.json", None).await;
     assert_eq!(a.json()["openapi"], "3.0.3");
 }
@@ -547,4 +644,141 @@ async fn tcp_router_needs_the_token() {
     assert_eq!(a.status, StatusCode::UNAUTHORIZED);
     let a = call_with(&app, Method::GET, "/v1/health", None, Some("Bearer s3cret")).await;
     assert_eq!(a.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn files_upload_and_download() {
+    let app = app();
+    let a = call(
+        &app,
+        Method::POST,
+        "/v1/sandboxes",
+        Some(r#"{"image":"busybox"}"#),
+    )
+    .await;
+    let id = a.json()["id"].as_str().unwrap_or_default().to_string();
+    let url = |q: &str| format!("/v1/sandboxes/{id}/files?{q}");
+
+    let a = call(
+        &app,
+        Method::PUT,
+        &url("path=/tmp/a%20b&mode=0755"),
+        Some("data"),
+    )
+    .await;
+    assert_eq!(
+        a.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&a.body)
+    );
+    assert_eq!(a.json()["path"], "/tmp/a b");
+    let a = call(&app, Method::GET, &url("path=/tmp/a%20b"), None).await;
+    assert_eq!(
+        (a.status, a.body.as_slice()),
+        (StatusCode::OK, &b"data mode=755"[..])
+    );
+    let a = call(&app, Method::PUT, &url("path=/tmp&format=tar"), Some("TAR")).await;
+    assert_eq!(a.status, StatusCode::OK);
+    let a = call(&app, Method::GET, &url("path=/tmp&format=tar"), None).await;
+    assert_eq!(a.body, b"TAR");
+
+    // A missing file is a 404 with its own code; the sandbox's absence too.
+    let a = call(&app, Method::GET, &url("path=/nope"), None).await;
+    assert_eq!(
+        (a.status, a.error_code()),
+        (StatusCode::NOT_FOUND, "file_not_found".into())
+    );
+    let a = call(&app, Method::GET, "/v1/sandboxes/zz/files?path=/x", None).await;
+    assert_eq!(
+        (a.status, a.error_code()),
+        (StatusCode::NOT_FOUND, "not_found".into())
+    );
+    for q in [
+        "",
+        "path=/x&format=zip",
+        "path=/x&mode=999",
+        "path=/x&mode=17777",
+        "path=/x&format=tar&mode=0644",
+        "path=/x&other=1",
+    ] {
+        let a = call(&app, Method::PUT, &url(q), Some("x")).await;
+        assert_eq!(a.status, StatusCode::BAD_REQUEST, "PUT {q}");
+    }
+    let a = call(&app, Method::GET, &url("path=/x&mode=0644"), None).await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn pulls_answer_at_once_or_stream_progress() {
+    let app = app();
+    let a = call(
+        &app,
+        Method::POST,
+        "/v1/images",
+        Some(r#"{"pull":"127.0.0.1:5000/busybox:1","name":"bb:1"}"#),
+    )
+    .await;
+    assert_eq!(
+        a.status,
+        StatusCode::CREATED,
+        "{}",
+        String::from_utf8_lossy(&a.body)
+    );
+    assert_eq!(a.json()["tags"][0], "bb:1");
+    let a = call(
+        &app,
+        Method::POST,
+        "/v1/images",
+        Some(r#"{"pull":"127.0.0.1:5000/missing"}"#),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::NOT_FOUND);
+
+    let ndjson = Some((header::ACCEPT, "application/x-ndjson"));
+    let a = call_headers(
+        &app,
+        Method::POST,
+        "/v1/images",
+        Some(r#"{"pull":"r/x:1","auth":{"username":"u","password":"p"}}"#),
+        ndjson.clone(),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK);
+    let lines: Vec<PullProgress> = a
+        .body
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_slice(l).unwrap_or_else(|e| panic!("{e}")))
+        .collect();
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert!(matches!(
+        lines[1],
+        PullProgress::LayerDone { cached: true, .. }
+    ));
+    assert!(matches!(&lines[2], PullProgress::Done { image } if image.tags == ["r/x:1"]));
+    // A failure after the stream started is its last line.
+    let a = call_headers(
+        &app,
+        Method::POST,
+        "/v1/images",
+        Some(r#"{"pull":"r/missing"}"#),
+        ndjson,
+    )
+    .await;
+    let text = String::from_utf8_lossy(&a.body);
+    assert!(text.contains(r#""status":"error""#), "{text}");
+
+    for body in [
+        r#"{"pull":""}"#,
+        r#"{"pull":"a b"}"#,
+        r#"{"pull":"r/x","archive":"/x"}"#,
+        r#"{"pull":"r/x","reference":"y"}"#,
+        r#"{"pull":"r/x","auth":{"username":"u"}}"#,
+        r#"{"pull":"r/x","auth":{"username":"u","password":"p","token":"t"}}"#,
+        r#"{"builtin":"busybox","auth":{"token":"t"}}"#,
+    ] {
+        let a = call(&app, Method::POST, "/v1/images", Some(body)).await;
+        assert_eq!(a.status, StatusCode::BAD_REQUEST, "{body}");
+    }
 }

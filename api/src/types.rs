@@ -38,9 +38,9 @@ pub struct ImageInfo {
     pub created: Option<String>,
 }
 
-/// `POST /v1/images`: import an archive or layout from the daemon's file
-/// system, or build a built-in image. Exactly one of `archive` and
-/// `builtin`.
+/// `POST /v1/images`: pull from a registry, import an archive or layout
+/// from the daemon's file system, or build a built-in image. Exactly one
+/// of `pull`, `archive` and `builtin`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ImportRequest {
@@ -57,6 +57,88 @@ pub struct ImportRequest {
     /// A built-in image: `busybox` (from the host's static busybox).
     #[serde(default)]
     pub builtin: Option<String>,
+    /// A registry reference to pull (`host[:port]/repo[:tag][@digest]`).
+    #[serde(default)]
+    pub pull: Option<String>,
+    /// Credentials for the registry of `pull`.
+    #[serde(default)]
+    pub auth: Option<RegistryAuth>,
+}
+
+/// Credentials sent to a registry: a user and password, or a bearer
+/// token obtained elsewhere.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryAuth {
+    /// User name (with `password`).
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Password (with `username`).
+    #[serde(default)]
+    pub password: Option<String>,
+    /// A bearer token (instead of a user and password).
+    #[serde(default)]
+    pub token: Option<String>,
+}
+
+impl std::fmt::Debug for RegistryAuth {
+    // Secrets stay out of logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryAuth")
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<hidden>"))
+            .field("token", &self.token.as_ref().map(|_| "<hidden>"))
+            .finish()
+    }
+}
+
+/// One line of a pull's progress (`POST /v1/images` with `Accept:
+/// application/x-ndjson`): a JSON object per line, the last one `done` or
+/// `error`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum PullProgress {
+    /// The linux/amd64 manifest is known.
+    Resolved {
+        /// The manifest's digest.
+        digest: String,
+        /// How many layers.
+        layers: usize,
+        /// Sum of the layer sizes.
+        bytes: u64,
+    },
+    /// Bytes of a layer arrived.
+    Downloading {
+        /// Which layer (0 = bottom).
+        layer: usize,
+        /// The layer blob.
+        digest: String,
+        /// Bytes received so far.
+        current: u64,
+        /// The layer's size.
+        total: u64,
+    },
+    /// A layer is stored and verified.
+    LayerDone {
+        /// Which layer (0 = bottom).
+        layer: usize,
+        /// The layer blob.
+        digest: String,
+        /// The layer's size.
+        total: u64,
+        /// It was stored already: nothing was fetched.
+        cached: bool,
+    },
+    /// The image is in the store under its name.
+    Done {
+        /// The image.
+        image: ImageInfo,
+    },
+    /// The pull failed; nothing partial is kept.
+    Error {
+        /// What failed.
+        error: ErrorDetail,
+    },
 }
 
 /// `DELETE /v1/images/{name}`.

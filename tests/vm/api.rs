@@ -32,16 +32,27 @@ fn api_bin(var: &str, name: &str) -> PathBuf {
 struct Daemon {
     child: Option<Child>,
     dir: tempfile::TempDir,
+    /// More cocoond arguments.
+    extra: Vec<String>,
 }
 
 impl Daemon {
     fn start() -> Daemon {
+        Daemon::start_with(&[])
+    }
+
+    fn start_with(extra: &[&str]) -> Daemon {
         require_linux_kvm();
         let dir = tempfile::Builder::new()
             .prefix("cocoond")
             .tempdir()
             .unwrap();
-        let mut d = Daemon { child: None, dir };
+        let extra = extra.iter().map(|s| s.to_string()).collect();
+        let mut d = Daemon {
+            child: None,
+            dir,
+            extra,
+        };
         d.spawn();
         d
     }
@@ -76,6 +87,7 @@ impl Daemon {
             .arg("--initrd")
             .arg(initrd())
             .args(["--boot-timeout", &BOOT_DEADLINE.as_secs().to_string()])
+            .args(&self.extra)
             .env("COCOON_LOG", "debug")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
@@ -307,5 +319,233 @@ fn restarted_daemon_keeps_serving_running_sandboxes_and_fails_killed_ones() {
     assert!(!dir.join("scratch.ext4").exists());
     assert!(!dir.join("vsock.sock").exists());
     d.ok(&["rm", &id]);
+    d.assert_nothing_left();
+}
+
+/// sha256 of a local file, by `sha256sum` (the same tool the guest uses).
+fn local_sha256(path: &Path) -> String {
+    let out = Command::new("sha256sum").arg(path).output().unwrap();
+    assert!(out.status.success(), "sha256sum {}", path.display());
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn files_go_in_and_out_with_cp_and_the_files_route() {
+    let d = Daemon::start();
+    d.ok(&["import", "--builtin", "busybox"]);
+    let id = d
+        .ok(&[
+            "run",
+            "-d",
+            "busybox",
+            "--",
+            "sh",
+            "-c",
+            "echo started; exec sleep 600",
+        ])
+        .trim()
+        .to_string();
+    let local = tempfile::tempdir().unwrap();
+    let l = |p: &str| local.path().join(p);
+
+    // A 3 MiB file with mode 0750, into an existing directory and to a new
+    // name.
+    let data: Vec<u8> = (0..3u32 << 20)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    std::fs::write(l("big.bin"), &data).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(l("big.bin"), std::fs::Permissions::from_mode(0o750)).unwrap();
+    let want = local_sha256(&l("big.bin"));
+    let big = l("big.bin").display().to_string();
+    d.ok(&["cp", &big, &format!("{id}:/tmp")]);
+    d.ok(&["cp", &big, &format!("{id}:/root/renamed.bin")]);
+    for p in ["/tmp/big.bin", "/root/renamed.bin"] {
+        let sum = d.ok(&["exec", &id, "sha256sum", p]);
+        assert!(sum.starts_with(&want), "{p}: {sum} vs {want}");
+        assert_eq!(d.ok(&["exec", &id, "stat", "-c", "%a", p]).trim(), "750");
+    }
+
+    // A directory tree with a symlink: into a directory, and as a new one.
+    std::fs::create_dir_all(l("tree/sub")).unwrap();
+    std::fs::write(l("tree/sub/file"), b"deep\n").unwrap();
+    std::os::unix::fs::symlink("sub/file", l("tree/link")).unwrap();
+    let tree = l("tree").display().to_string();
+    d.ok(&["cp", &tree, &format!("{id}:/tmp")]);
+    d.ok(&["cp", &tree, &format!("{id}:/tmp/copy")]);
+    assert_eq!(
+        d.ok(&["exec", &id, "cat", "/tmp/tree/sub/file", "/tmp/copy/link"]),
+        "deep\ndeep\n"
+    );
+    assert_eq!(
+        d.ok(&["exec", &id, "readlink", "/tmp/copy/link"]).trim(),
+        "sub/file"
+    );
+
+    // Out again: a file to a new name, a tree into a directory.
+    let out_file = l("back.bin").display().to_string();
+    d.ok(&["cp", &format!("{id}:/root/renamed.bin"), &out_file]);
+    assert_eq!(local_sha256(&l("back.bin")), want);
+    std::fs::create_dir(l("out")).unwrap();
+    let out_dir = l("out").display().to_string();
+    d.ok(&["cp", &format!("{id}:/tmp/copy"), &out_dir]);
+    assert_eq!(std::fs::read(l("out/copy/sub/file")).unwrap(), b"deep\n");
+    assert_eq!(
+        std::fs::read_link(l("out/copy/link")).unwrap(),
+        PathBuf::from("sub/file")
+    );
+    d.ok(&["exec", &id, "sh", "-c", "echo guest-made > /tmp/g.txt"]);
+    let g = l("g.txt").display().to_string();
+    d.ok(&["cp", &format!("{id}:/tmp/g.txt"), &g]);
+    assert_eq!(std::fs::read(l("g.txt")).unwrap(), b"guest-made\n");
+
+    // A path that does not exist: the CLI fails with the guest's message,
+    // and the sandbox goes on.
+    let out = d.cli(&["cp", &format!("{id}:/no/such"), &g]);
+    assert_eq!(out.status.code(), Some(125), "{}", show(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("No such file"),
+        "{}",
+        show(&out)
+    );
+    assert_eq!(std::fs::read(l("g.txt")).unwrap(), b"guest-made\n");
+
+    // The init's output is in its logs; delete leaves nothing.
+    assert_eq!(d.ok(&["logs", &id]), "started\n");
+    d.ok(&["rm", "-f", &id]);
+    d.assert_nothing_left();
+}
+
+/// An OCI layout of image `digest` from a state directory's blobs.
+fn export_layout(state: &Path, digest: &str, dir: &Path) {
+    let hex = digest.trim_start_matches("sha256:");
+    let blobs = state.join("images/blobs");
+    let manifest = std::fs::read(blobs.join("sha256").join(hex)).unwrap();
+    let media: serde_json::Value = serde_json::from_slice(&manifest).unwrap();
+    let out = Command::new("cp")
+        .arg("-r")
+        .arg(&blobs)
+        .arg(dir.join("blobs"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "cp blobs: {}", show(&out));
+    std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{
+            "mediaType": media["mediaType"],
+            "digest": digest,
+            "size": manifest.len(),
+            "annotations": {"org.opencontainers.image.ref.name": "latest"}
+        }]
+    });
+    std::fs::write(dir.join("index.json"), index.to_string()).unwrap();
+}
+
+#[test]
+fn pull_from_a_registry_then_run_the_image() {
+    // Push the built-in busybox image to a local registry (Debian's
+    // docker-registry on 127.0.0.1) with skopeo.
+    let reg_dir = tempfile::tempdir().unwrap();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    std::fs::create_dir(reg_dir.path().join("storage")).unwrap();
+    let config = reg_dir.path().join("config.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n\
+             http:\n  addr: 127.0.0.1:{port}\n  secret: cocoon-test-only\n",
+            reg_dir.path().join("storage").display()
+        ),
+    )
+    .unwrap();
+    let mut registry = Command::new("docker-registry")
+        .arg("serve")
+        .arg(&config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("docker-registry (Debian package docker-registry) is needed");
+    struct Kill<'a>(&'a mut Child);
+    impl Drop for Kill<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _registry = Kill(&mut registry);
+    let host = format!("127.0.0.1:{port}");
+    let start = Instant::now();
+    while std::net::TcpStream::connect(&host).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "registry not listening"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let d = Daemon::start_with(&["--insecure-registry", &host]);
+    let digest = d
+        .ok(&["import", "--builtin", "busybox"])
+        .lines()
+        .next()
+        .unwrap()
+        .to_string();
+    let layout = tempfile::tempdir().unwrap();
+    export_layout(&d.state(), &digest, layout.path());
+    let push = Command::new("skopeo")
+        .args([
+            "--insecure-policy",
+            "copy",
+            "--preserve-digests",
+            "--dest-tls-verify=false",
+        ])
+        .arg(format!("oci:{}:latest", layout.path().display()))
+        .arg(format!("docker://{host}/tools/bb:1"))
+        .output()
+        .expect("skopeo (Debian package skopeo) is needed");
+    assert!(push.status.success(), "skopeo: {}", show(&push));
+    d.ok(&["rmi", "busybox:latest"]);
+
+    // The pull shows each layer and the digest; the image then runs.
+    let reference = format!("{host}/tools/bb:1");
+    let out = d.ok(&["pull", &reference]);
+    assert!(out.contains("Pull complete"), "{out}");
+    assert!(out.contains(&format!("Digest: {digest}")), "{out}");
+    assert!(out.contains("Status: Downloaded newer image"), "{out}");
+    assert!(d.ok(&["images"]).contains(&reference));
+    let out = d.ok(&["pull", &reference]);
+    assert!(
+        out.contains("Already exists") && out.contains("up to date"),
+        "{out}"
+    );
+    let out = d.cli(&[
+        "run",
+        "--rm",
+        &reference,
+        "--",
+        "sh",
+        "-c",
+        "echo pulled-and-running",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}\n{}", show(&out), d.log());
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "pulled-and-running\n");
+
+    // Unknown images and unreachable registries are one-line errors.
+    let out = d.cli(&["pull", &format!("{host}/tools/nope:1")]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("unknown image"),
+        "{}",
+        show(&out)
+    );
     d.assert_nothing_left();
 }

@@ -10,7 +10,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use cocoon_api::client::{encode_segment, Client, ClientError};
-use cocoon_api::types::{ImageInfo, ImportRequest, RemovedImage};
+use cocoon_api::types::{ImageInfo, ImportRequest, RegistryAuth, RemovedImage};
 use cocoon_runtime::sandbox::{ExecOutput, ExecSpec, Network, SandboxRecord, SandboxSpec};
 use http::Method;
 
@@ -145,6 +145,28 @@ enum Cmd {
         archive: Option<PathBuf>,
         /// NAME[:TAG] to give it.
         name: Option<String>,
+    },
+    /// Pull an image from a registry.
+    Pull {
+        /// User name for the registry (the password is read from stdin).
+        #[arg(long, requires = "password_stdin")]
+        username: Option<String>,
+        /// Read the registry password (with --username) or, alone, a bearer
+        /// token from stdin.
+        #[arg(long)]
+        password_stdin: bool,
+        /// host[:port]/repo[:tag][@digest]
+        reference: String,
+        /// NAME[:TAG] to give it (default: the reference).
+        name: Option<String>,
+    },
+    /// Copy files between a sandbox and the local machine
+    /// (`cp SRC ID:DEST` or `cp ID:SRC DEST`; `-` is a tar on stdin/stdout).
+    Cp {
+        /// Source: a local path or ID:PATH.
+        src: String,
+        /// Destination: a local path or ID:PATH.
+        dst: String,
     },
     /// Remove images.
     Rmi {
@@ -425,9 +447,9 @@ async fn run(client: Client, cmd: Cmd) -> ExitCode {
             };
             let req = ImportRequest {
                 archive,
-                reference: None,
                 name,
                 builtin,
+                ..ImportRequest::default()
             };
             match client
                 .json::<ImageInfo>(Method::POST, "/v1/images", Some(&req))
@@ -443,6 +465,43 @@ async fn run(client: Client, cmd: Cmd) -> ExitCode {
                 Err(e) => api_fail(&e),
             }
         }
+        Cmd::Pull {
+            username,
+            password_stdin,
+            reference,
+            name,
+        } => {
+            let auth = if password_stdin {
+                let mut secret = String::new();
+                if let Err(e) = std::io::stdin().read_line(&mut secret) {
+                    return fail(format!("reading the password from stdin: {e}"));
+                }
+                let secret = secret.trim_end_matches(['\n', '\r']).to_string();
+                Some(match username {
+                    Some(u) => RegistryAuth {
+                        username: Some(u),
+                        password: Some(secret),
+                        token: None,
+                    },
+                    None => RegistryAuth {
+                        username: None,
+                        password: None,
+                        token: Some(secret),
+                    },
+                })
+            } else {
+                None
+            };
+            match cocoon_api::cli::pull::pull(&client, &reference, name, auth).await {
+                Ok(_) => ExitCode::SUCCESS,
+                Err(e) => api_fail(&e),
+            }
+        }
+        Cmd::Cp { src, dst } => match cocoon_api::cli::cp::copy(&client, &src, &dst).await {
+            Ok(_) => ExitCode::SUCCESS,
+            Err(cocoon_api::cli::cp::CpError::Api(e)) => api_fail(&e),
+            Err(e) => fail(e),
+        },
         Cmd::Rmi { images } => {
             each(images, |name| {
                 let client = client.clone();

@@ -9,6 +9,7 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 use cocoon_api::backend::RuntimeBackend;
 use cocoon_api::{routes, server};
+use cocoon_runtime::image::PullOptions;
 use cocoon_runtime::sandbox::{ManagerConfig, SandboxManager, VmmPaths};
 
 /// Where `make install` puts things (PREFIX=/usr/local).
@@ -53,6 +54,13 @@ struct Args {
     /// Seconds a sandbox may take from VMM start to a reachable agent.
     #[arg(long, default_value_t = 60)]
     boot_timeout: u64,
+    /// A registry (host[:port]) reached over plain HTTP; repeatable.
+    #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
+    insecure_registries: Vec<String>,
+    /// PEM file of CA certificates trusted for registries (in addition to
+    /// the system's).
+    #[arg(long, value_name = "FILE")]
+    registry_ca: Option<PathBuf>,
     /// Seconds a stopping guest may take to power off before it is killed.
     #[arg(long, default_value_t = 10)]
     stop_timeout: u64,
@@ -159,7 +167,18 @@ async fn run(args: Args, paths: VmmPaths, token: Option<String>) -> Result<()> {
     let manager = SandboxManager::open(cfg)
         .await
         .with_context(|| format!("opening state directory {}", args.state_dir.display()))?;
-    let router = routes::router(RuntimeBackend::new(manager, args.busybox.clone()));
+    if let Some(ca) = &args.registry_ca {
+        if !ca.is_file() {
+            bail!("--registry-ca {} is not a file", ca.display());
+        }
+    }
+    let registries = PullOptions {
+        insecure: args.insecure_registries.clone(),
+        ca_file: args.registry_ca.clone(),
+        ..PullOptions::default()
+    };
+    let backend = RuntimeBackend::new(manager, args.busybox.clone()).with_registries(registries);
+    let router = routes::router(backend);
     let unix = server::bind_unix(&args.socket).await?;
     tracing::info!(
         socket = %args.socket.display(),

@@ -30,6 +30,7 @@ use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use super::db::{Db, DbError};
+use super::files::{self, FileError, FileErrorKind};
 use super::logs::{read_log, LogStream, LogWriter};
 use super::record::{now_rfc3339, ExitInfo, SandboxRecord, SandboxState};
 use super::spec::{exec_process, resolve_process, ExecSpec, SandboxSpec, SpecError};
@@ -135,6 +136,9 @@ pub enum SandboxError {
     /// A disk could not be made.
     #[error(transparent)]
     Disk(#[from] DiskError),
+    /// A copy into or out of the sandbox was refused.
+    #[error(transparent)]
+    File(#[from] FileError),
     /// A file operation failed.
     #[error("{op} {path}: {source}")]
     Io {
@@ -175,6 +179,10 @@ impl SandboxError {
                 ErrorKind::Invalid
             }
             SandboxError::NotFound(_) | SandboxError::ImageNotFound(_) => ErrorKind::NotFound,
+            SandboxError::File(f) => match f.kind {
+                FileErrorKind::NotFound => ErrorKind::NotFound,
+                FileErrorKind::PermissionDenied | FileErrorKind::Invalid => ErrorKind::Invalid,
+            },
             SandboxError::WrongState { .. } => ErrorKind::Conflict,
             _ => ErrorKind::Internal,
         }
@@ -476,9 +484,70 @@ impl SandboxManager {
             .instrument(span)
             .await
     }
+
+    /// Writes what `source` yields into the running sandbox at `path`: a
+    /// file (created or truncated, with `mode`), or with `tar` an archive
+    /// unpacked into the directory `path`. Returns the bytes received.
+    pub async fn copy_in<R>(
+        &self,
+        id: &str,
+        path: &str,
+        tar: bool,
+        mode: u32,
+        source: R,
+    ) -> Result<u64, SandboxError>
+    where
+        R: tokio::io::AsyncRead + Unpin + Send,
+    {
+        files::check_path(path)?;
+        let live = self.inner.live(id, "copy files")?;
+        live.client
+            .copy_in(CONTAINER_ID, path, tar, mode & 0o7777, source)
+            .await
+            .map_err(file_err)
+    }
+
+    /// Reads `path` (with `tar`, an archive of the file or directory tree,
+    /// named by its last component) out of the running sandbox. A path
+    /// that cannot be read fails here, before any data; errors later in
+    /// the stream end it.
+    pub async fn copy_out(
+        &self,
+        id: &str,
+        path: &str,
+        tar: bool,
+    ) -> Result<(Option<bytes::Bytes>, OutputStream), SandboxError> {
+        files::check_path(path)?;
+        let live = self.inner.live(id, "copy files")?;
+        let mut stream = live
+            .client
+            .copy_out(CONTAINER_ID, path, tar)
+            .await
+            .map_err(file_err)?;
+        let first = stream.next_chunk().await.map_err(file_err)?;
+        Ok((first, stream))
+    }
+}
+
+/// An agent error of a copy: the caller's mistake when the agent says so.
+pub(crate) fn file_err(e: agent::Error) -> SandboxError {
+    match files::classify(&e) {
+        Some(f) => SandboxError::File(f),
+        None => SandboxError::Agent(e),
+    }
 }
 
 impl Inner {
+    /// The connections of a running sandbox, or why there are none.
+    fn live(&self, id: &str, op: &'static str) -> Result<Live, SandboxError> {
+        let slot = self.slot(id)?;
+        slot.live().ok_or_else(|| SandboxError::WrongState {
+            id: id.to_string(),
+            state: slot.state(),
+            op,
+        })
+    }
+
     fn slot(&self, id: &str) -> Result<Arc<Slot>, SandboxError> {
         lock(&self.slots)
             .get(id)

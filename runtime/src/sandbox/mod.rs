@@ -33,12 +33,14 @@
 //! ```
 
 pub mod db;
+pub mod files;
 pub mod logs;
 mod manager;
 pub mod record;
 pub mod spec;
 pub mod vmm;
 
+pub use files::{FileError, FileErrorKind};
 pub use logs::LogStream;
 pub use manager::{
     ErrorKind, ExecOutput, ListFilter, ManagerConfig, SandboxError, SandboxManager, CONTAINER_ID,
