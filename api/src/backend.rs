@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use axum::body::Body;
 use bytes::Bytes;
+use cocoon_proto::PathInfo;
 use cocoon_runtime::image::{busybox, Credentials, ImageSummary, Images, PullEvent, PullOptions};
 use cocoon_runtime::sandbox::{
     ExecOutput, ExecSpec, ListFilter, LogStream, SandboxError, SandboxManager, SandboxRecord,
@@ -33,6 +34,10 @@ pub struct PullSpec {
     /// Credentials for the registry.
     pub credentials: Credentials,
 }
+
+/// How much of a refused upload's body is read and dropped so that the
+/// client gets to read the answer.
+const DRAIN_LIMIT: u64 = 64 << 20;
 
 /// Progress of a pull sends a `downloading` line at most every this many
 /// bytes of a layer (and at its end).
@@ -99,6 +104,12 @@ pub trait Backend: Send + Sync + 'static {
         mode: u32,
         body: Body,
     ) -> impl Future<Output = Result<u64, SandboxError>> + Send;
+    /// What `path` in a running sandbox is.
+    fn stat_file(
+        &self,
+        id: &str,
+        path: &str,
+    ) -> impl Future<Output = Result<PathInfo, SandboxError>> + Send;
     /// Reads `path` (with `tar`, an archive of it) out of a running
     /// sandbox. Fails before any data when it cannot be read.
     fn get_file(
@@ -338,9 +349,19 @@ impl Backend for RuntimeBackend {
         let data = body
             .into_data_stream()
             .map(|r| r.map_err(std::io::Error::other));
-        self.manager
-            .copy_in(id, path, tar, mode, StreamReader::new(data))
-            .await
+        let mut reader = StreamReader::new(data);
+        let r = self.manager.copy_in(id, path, tar, mode, &mut reader).await;
+        if r.is_err() {
+            // Read (and drop) what the client still sends, up to a limit,
+            // so that it sees the error answer instead of a connection
+            // closed while it writes.
+            let mut rest = tokio::io::AsyncReadExt::take(&mut reader, DRAIN_LIMIT);
+            let _ = tokio::io::copy(&mut rest, &mut tokio::io::sink()).await;
+        }
+        r
+    }
+    async fn stat_file(&self, id: &str, path: &str) -> Result<PathInfo, SandboxError> {
+        self.manager.stat(id, path).await
     }
     async fn get_file(&self, id: &str, path: &str, tar: bool) -> Result<ByteStream, SandboxError> {
         let (first, rest) = self.manager.copy_out(id, path, tar).await?;

@@ -49,6 +49,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/sandboxes/{id}/logs"),
     ("get", "/v1/sandboxes/{id}/files"),
     ("put", "/v1/sandboxes/{id}/files"),
+    ("get", "/v1/sandboxes/{id}/files/stat"),
     ("get", "/v1/images"),
     ("post", "/v1/images"),
     ("delete", "/v1/images/{name}"),
@@ -107,6 +108,7 @@ pub fn router<B: Backend>(backend: B) -> Router {
             "/v1/sandboxes/{id}/files",
             get(get_file::<B>).put(put_file::<B>),
         )
+        .route("/v1/sandboxes/{id}/files/stat", get(stat_file::<B>))
         .route("/v1/images", get(images::<B>).post(import::<B>))
         .route(
             "/v1/images/{name}",
@@ -528,6 +530,23 @@ async fn put_file<B: Backend>(
         bytes,
     })
     .into_response())
+}
+
+/// `GET /v1/sandboxes/{id}/files/stat` query.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StatQuery {
+    /// Absolute path in the sandbox.
+    path: String,
+}
+
+async fn stat_file<B: Backend>(
+    State(st): Shared<B>,
+    Path(id): Path<String>,
+    q: Result<Query<StatQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let q = parse_query(q)?;
+    Ok(Json(st.backend.stat_file(&id, &q.path).await?).into_response())
 }
 
 async fn get_file<B: Backend>(

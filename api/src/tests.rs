@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use axum::body::Body;
 use axum::http::{header, Method, Request, StatusCode};
 use axum::Router;
-use cocoon_proto::{Process, User};
+use cocoon_proto::{FileKind, PathInfo, Process, User};
 use cocoon_runtime::sandbox::{
     ExecOutput, ExecSpec, ExitInfo, ListFilter, LogStream, SandboxError, SandboxRecord,
     SandboxSpec, SandboxState,
@@ -249,6 +249,27 @@ impl Backend for Fake {
             .unwrap_or_else(|p| p.into_inner())
             .insert((id.into(), path.into(), tar), data);
         Ok(n)
+    }
+    async fn stat_file(&self, id: &str, path: &str) -> Result<PathInfo, SandboxError> {
+        self.find(id)?;
+        let files = self.files.lock().unwrap_or_else(|p| p.into_inner());
+        let (kind, size) = if path == "/" {
+            (FileKind::Directory, 0)
+        } else if let Some(d) = files.get(&(id.to_string(), path.to_string(), false)) {
+            (FileKind::File, d.len() as u64)
+        } else {
+            return Err(FileError {
+                kind: FileErrorKind::NotFound,
+                message: format!("{path}: No such file or directory"),
+            }
+            .into());
+        };
+        Ok(PathInfo {
+            kind,
+            size,
+            mode: 0o644,
+            link_target: None,
+        })
     }
     async fn get_file(&self, id: &str, path: &str, tar: bool) -> Result<ByteStream, SandboxError> {
         self.find(id)?;
@@ -706,6 +727,19 @@ async fn files_upload_and_download() {
         assert_eq!(a.status, StatusCode::BAD_REQUEST, "PUT {q}");
     }
     let a = call(&app, Method::GET, &url("path=/x&mode=0644"), None).await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST);
+
+    let stat = |q: &str| format!("/v1/sandboxes/{id}/files/stat?{q}");
+    let a = call(&app, Method::GET, &stat("path=/tmp/a%20b"), None).await;
+    assert_eq!(
+        (a.json()["kind"].clone(), a.json()["size"].clone()),
+        ("file".into(), 13.into())
+    );
+    let a = call(&app, Method::GET, &stat("path=/"), None).await;
+    assert_eq!(a.json()["kind"], "directory");
+    let a = call(&app, Method::GET, &stat("path=/nope"), None).await;
+    assert_eq!(a.status, StatusCode::NOT_FOUND);
+    let a = call(&app, Method::GET, &stat("path=/&x=1"), None).await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST);
 }
 

@@ -8,7 +8,7 @@ use std::fs::File;
 use std::io::Write;
 use std::sync::Arc;
 
-use cocoon_proto::{ErrorBody, ErrorCode, Frame, Response};
+use cocoon_proto::{ErrorBody, ErrorCode, FileKind, Frame, PathInfo, Response};
 
 use crate::conn::Conn;
 use crate::container;
@@ -168,6 +168,37 @@ fn open_err(path: &str, e: std::io::Error) -> ErrorBody {
 
 /// What a finished stream turns into: the answer to the request.
 type Finish = Box<dyn FnOnce(std::io::Result<u64>) -> Result<Response, ErrorBody> + Send>;
+
+/// Describes `path` in the container, without following a final symlink.
+pub fn stat(container_id: &str, path: &str) -> Result<PathInfo, ErrorBody> {
+    check_path(path)?;
+    let root = container::get(container_id)?.root_fd()?;
+    let fd = open_in_root(&root, path, libc::O_PATH | libc::O_NOFOLLOW, 0)
+        .map_err(|e| open_err(path, e))?;
+    let st = crate::sys::fstat(&fd).map_err(|e| open_err(path, e))?;
+    let kind = match st.st_mode & libc::S_IFMT {
+        libc::S_IFREG => FileKind::File,
+        libc::S_IFDIR => FileKind::Directory,
+        libc::S_IFLNK => FileKind::Symlink,
+        _ => FileKind::Other,
+    };
+    let link_target = if kind == FileKind::Symlink {
+        Some(
+            crate::sys::readlink_fd(&fd)
+                .map_err(|e| open_err(path, e))?
+                .to_string_lossy()
+                .into_owned(),
+        )
+    } else {
+        None
+    };
+    Ok(PathInfo {
+        kind,
+        size: u64::try_from(st.st_size).unwrap_or(0),
+        mode: st.st_mode & 0o7777,
+        link_target,
+    })
+}
 
 /// Opens what a copy reads from or writes to: the tar helper's pipe, or
 /// the file itself (created with `mode` when `create`).

@@ -174,6 +174,10 @@ fn dispatch(conn: &Arc<Conn>, id: u32, request: Request) {
             id,
             done(container::get(&container_id).and_then(|c| c.signal(&exec_id, signal))),
         ),
+        Request::Stat { container_id, path } => conn.respond(
+            id,
+            crate::files::stat(&container_id, &path).map(Response::PathInfo),
+        ),
         Request::Stats { container_id } => conn.respond(
             id,
             container::get(&container_id)

@@ -157,6 +157,38 @@ pub fn open_in_root(
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
+/// `fstat(2)` of a descriptor (an `O_PATH` one too).
+pub fn fstat(fd: &OwnedFd) -> io::Result<libc::stat> {
+    // SAFETY: stat is plain data; all-zero is a valid value to overwrite.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid descriptor and a stat buffer of the right type.
+    if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(st)
+}
+
+/// The target of the symlink `fd` (opened with `O_PATH | O_NOFOLLOW`).
+pub fn readlink_fd(fd: &OwnedFd) -> io::Result<std::ffi::OsString> {
+    use std::os::unix::ffi::OsStringExt;
+    let mut buf = vec![0u8; 4096];
+    // SAFETY: an empty path with a symlink's O_PATH descriptor reads that
+    // link (readlinkat(2)); the buffer is valid for its length.
+    let n = unsafe {
+        libc::readlinkat(
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    buf.truncate(n as usize);
+    Ok(std::ffi::OsString::from_vec(buf))
+}
+
 /// Blocks every signal in the calling thread's mask but leaves the
 /// previous mask to be restored; used so SIGCHLD is only taken by
 /// `sigwaitinfo` in the reaper.

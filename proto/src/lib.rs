@@ -42,6 +42,7 @@ pub use io::{read_frame, write_frame, WireError};
 #[cfg(feature = "tokio")]
 pub use io::{read_frame_async, write_frame_async};
 pub use message::{
-    negotiate_version, ConsoleSize, ErrorBody, ErrorCode, Event, ExitStatus, Hello, Process,
-    Request, Response, Rlimit, Rootfs, Stats, User, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION,
+    negotiate_version, ConsoleSize, ErrorBody, ErrorCode, Event, ExitStatus, FileKind, Hello,
+    PathInfo, Process, Request, Response, Rlimit, Rootfs, Stats, User, MIN_PROTOCOL_VERSION,
+    PROTOCOL_VERSION,
 };

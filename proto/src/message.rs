@@ -175,6 +175,14 @@ pub enum Request {
         /// Send a tar archive of `path` instead of the file's bytes.
         tar: bool,
     },
+    /// Describe a path in a container (a final symlink is not followed).
+    /// Answered with [`Response::PathInfo`].
+    Stat {
+        /// The container.
+        container_id: String,
+        /// Absolute path inside the container.
+        path: String,
+    },
     /// Resource usage of a container. Answered with [`Response::Stats`].
     Stats {
         /// The container.
@@ -282,6 +290,40 @@ pub enum Response {
     Done,
     /// Resource usage.
     Stats(Stats),
+    /// What a path is.
+    PathInfo(PathInfo),
+}
+
+/// What a path in a container is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PathInfo {
+    /// Its type.
+    pub kind: FileKind,
+    /// Size in bytes.
+    pub size: u64,
+    /// Permission bits (including set-id and sticky).
+    pub mode: u32,
+    /// Where a symlink points.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link_target: Option<String>,
+}
+
+/// The type of a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileKind {
+    /// A regular file.
+    File,
+    /// A directory.
+    Directory,
+    /// A symbolic link.
+    Symlink,
+    /// A device, FIFO or socket.
+    Other,
+    /// A kind this build does not know (sent by a newer peer).
+    #[serde(other)]
+    Unknown,
 }
 
 /// How a process ended.
@@ -507,6 +549,10 @@ mod tests {
             },
             Request::Stats {
                 container_id: "c1".into(),
+            },
+            Request::Stat {
+                container_id: "c1".into(),
+                path: "/etc".into(),
             },
             Request::Shutdown,
         ];

@@ -403,6 +403,16 @@ fn files_go_in_and_out_with_cp_and_the_files_route() {
     d.ok(&["cp", &format!("{id}:/tmp/g.txt"), &g]);
     assert_eq!(std::fs::read(l("g.txt")).unwrap(), b"guest-made\n");
 
+    // Into a directory that does not exist: a clear error (the daemon reads
+    // the refused body, so the CLI sees the answer).
+    let out = d.cli(&["cp", &big, &format!("{id}:/no/such/dir/x")]);
+    assert_eq!(out.status.code(), Some(125), "{}", show(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("No such file"),
+        "{}",
+        show(&out)
+    );
+
     // A path that does not exist: the CLI fails with the guest's message,
     // and the sandbox goes on.
     let out = d.cli(&["cp", &format!("{id}:/no/such"), &g]);

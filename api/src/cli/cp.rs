@@ -18,6 +18,8 @@ use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
 use tokio::sync::mpsc;
 
+use cocoon_proto::{FileKind, PathInfo};
+
 use crate::client::{encode_query, encode_segment, Client, ClientError};
 
 /// One side of a copy.
@@ -251,15 +253,25 @@ fn stdin_body() -> Body {
     channel_body(rx)
 }
 
-/// Whether an error says the target path is a directory.
-fn is_directory_error(e: &ClientError) -> bool {
-    matches!(e, ClientError::Api { message, .. } if message.contains("Is a directory"))
-}
-
-/// Whether an error says the target path does not exist.
-fn is_not_found(e: &ClientError) -> bool {
-    matches!(e, ClientError::Api { status, code, .. }
-        if *status == http::StatusCode::NOT_FOUND && code == "file_not_found")
+/// What `path` in the sandbox is; `None` when it does not exist.
+async fn stat(client: &Client, id: &str, path: &str) -> Result<Option<PathInfo>, ClientError> {
+    let url = format!(
+        "/v1/sandboxes/{}/files/stat?path={}",
+        encode_segment(id),
+        encode_query(path)
+    );
+    match client
+        .json::<PathInfo>(Method::GET, &url, None::<&()>)
+        .await
+    {
+        Ok(info) => Ok(Some(info)),
+        Err(ClientError::Api { status, code, .. })
+            if status == http::StatusCode::NOT_FOUND && code == "file_not_found" =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 async fn put(
@@ -281,6 +293,14 @@ async fn put(
         .map(drop)
 }
 
+/// The parent directory and last component of an absolute sandbox path.
+fn split_sandbox_path(path: &str) -> Option<(String, PathBuf)> {
+    let p = Path::new(path);
+    let name = base_name(p)?;
+    let parent = p.parent()?.display().to_string();
+    Some((parent, name))
+}
+
 async fn upload(client: &Client, from: &Path, id: &str, to: &str) -> Result<String, CpError> {
     if from == Path::new("-") {
         put(client, id, to, "&format=tar", stdin_body()).await?;
@@ -289,55 +309,39 @@ async fn upload(client: &Client, from: &Path, id: &str, to: &str) -> Result<Stri
     let meta = std::fs::metadata(from).map_err(local("read", from))?;
     let name = base_name(from)
         .ok_or_else(|| CpError::Usage(format!("{}: name a file or directory", from.display())))?;
-    let into_dir = to.ends_with('/');
-    if meta.is_file() {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = format!("&mode={:o}", meta.permissions().mode() & 0o7777);
-        let target = if into_dir {
-            format!("{to}{}", name.display())
-        } else {
-            to.to_string()
-        };
-        match put(client, id, &target, &mode, file_body(from).await?).await {
-            Err(e) if !into_dir && is_directory_error(&e) => {
-                let target = format!("{}/{}", to.trim_end_matches('/'), name.display());
-                put(client, id, &target, &mode, file_body(from).await?).await?;
-                return Ok(format!("{} -> {id}:{target}", from.display()));
-            }
-            r => r?,
-        }
-        return Ok(format!("{} -> {id}:{target}", from.display()));
-    }
-    if !meta.is_dir() {
+    if !meta.is_file() && !meta.is_dir() {
         return Err(CpError::Usage(format!(
             "{}: only files and directories can be copied",
             from.display()
         )));
     }
-    // Into an existing directory `to` (as `to/name`); when `to` does not
-    // exist, the directory becomes `to` itself.
-    let body = tar_body(from.to_owned(), name.clone());
-    match put(client, id, to, "&format=tar", body).await {
-        Err(e) if !into_dir && is_not_found(&e) => {
-            let target = Path::new(to);
-            let (Some(parent), Some(new_name)) = (target.parent(), base_name(target)) else {
-                return Err(e.into());
-            };
-            let parent = parent.display().to_string();
-            let body = tar_body(from.to_owned(), new_name);
-            put(client, id, &parent, "&format=tar", body).await?;
-            Ok(format!("{} -> {id}:{to}", from.display()))
+    // Like docker cp: into `to` when it is a directory, else as `to`.
+    let target = match stat(client, id, to).await? {
+        Some(info) if info.kind == FileKind::Directory => {
+            format!("{}/{}", to.trim_end_matches('/'), name.display())
         }
-        r => {
-            r?;
-            Ok(format!(
-                "{} -> {id}:{}/{}",
-                from.display(),
-                to.trim_end_matches('/'),
-                name.display()
-            ))
+        Some(_) if to.ends_with('/') || meta.is_dir() => {
+            return Err(CpError::Usage(format!(
+                "{id}:{to} exists and is not a directory"
+            )))
         }
+        Some(_) => to.to_string(),
+        None if to.ends_with('/') => {
+            return Err(CpError::Usage(format!("{id}:{to}: no such directory")))
+        }
+        None => to.to_string(),
+    };
+    if meta.is_file() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = format!("&mode={:o}", meta.permissions().mode() & 0o7777);
+        put(client, id, &target, &mode, file_body(from).await?).await?;
+    } else {
+        let (parent, new_name) = split_sandbox_path(&target)
+            .ok_or_else(|| CpError::Usage(format!("{id}:{target}: not a usable path")))?;
+        let body = tar_body(from.to_owned(), new_name);
+        put(client, id, &parent, "&format=tar", body).await?;
     }
+    Ok(format!("{} -> {id}:{target}", from.display()))
 }
 
 async fn download(client: &Client, id: &str, from: &str, to: &Path) -> Result<String, CpError> {
@@ -433,6 +437,19 @@ mod tests {
         assert_eq!(Location::parse("/tmp/x"), Location::Local("/tmp/x".into()));
         assert_eq!(Location::parse("-"), Location::Local("-".into()));
         assert_eq!(Location::parse(":x"), Location::Local(":x".into()));
+    }
+
+    #[test]
+    fn sandbox_paths_split() {
+        assert_eq!(
+            split_sandbox_path("/tmp/new"),
+            Some(("/tmp".to_string(), PathBuf::from("new")))
+        );
+        assert_eq!(
+            split_sandbox_path("/top"),
+            Some(("/".to_string(), PathBuf::from("top")))
+        );
+        assert_eq!(split_sandbox_path("/"), None);
     }
 
     #[test]

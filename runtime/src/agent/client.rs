@@ -16,8 +16,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use cocoon_proto::{
     read_frame_async, write_frame_async, ErrorBody, ErrorCode, Event, ExitStatus, Frame, Hello,
-    Process, RecvWindow, Request, Response, Rootfs, SendWindow, Stats, MIN_PROTOCOL_VERSION,
-    PROTOCOL_VERSION,
+    PathInfo, Process, RecvWindow, Request, Response, Rootfs, SendWindow, Stats,
+    MIN_PROTOCOL_VERSION, PROTOCOL_VERSION,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::UnixStream;
@@ -782,6 +782,20 @@ impl AgentClient {
         match r {
             Response::Stats(s) => Ok(s),
             other => Err(unexpected("stats", &other)),
+        }
+    }
+
+    /// What `path` in the container is (a final symlink is not followed).
+    pub async fn stat(&self, container_id: &str, path: &str) -> Result<PathInfo> {
+        let r = self
+            .call(Request::Stat {
+                container_id: container_id.to_string(),
+                path: path.to_string(),
+            })
+            .await?;
+        match r {
+            Response::PathInfo(p) => Ok(p),
+            other => Err(unexpected("stat", &other)),
         }
     }
 

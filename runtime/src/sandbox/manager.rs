@@ -507,6 +507,14 @@ impl SandboxManager {
             .map_err(file_err)
     }
 
+    /// What `path` in the running sandbox is (a final symlink is not
+    /// followed).
+    pub async fn stat(&self, id: &str, path: &str) -> Result<cocoon_proto::PathInfo, SandboxError> {
+        files::check_path(path)?;
+        let live = self.inner.live(id, "copy files")?;
+        live.client.stat(CONTAINER_ID, path).await.map_err(file_err)
+    }
+
     /// Reads `path` (with `tar`, an archive of the file or directory tree,
     /// named by its last component) out of the running sandbox. A path
     /// that cannot be read fails here, before any data; errors later in
