@@ -80,6 +80,7 @@ bench: build test-initramfs
 	bash bench/images.sh
 	$(CARGO) build --release --locked -p cocoon-tests --example exec_bench
 	COCOON_VMM="$(abspath $(VMM))" bash bench/exec.sh "$(abspath $(TARGET_DIR))/release/examples/exec_bench"
+	COCOON_MACHINE_MEM_MIB=8192 $(MACHINE) python3 bench/run.py --bin "$(abspath $(TARGET_DIR))/release" --kernel $(BUILD)/vmlinux --initrd $(BUILD)/initramfs.img
 
 install: build
 	install -D -m 0755 $(VMM) $(PREFIX)/bin/cocoon-vmm

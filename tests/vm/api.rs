@@ -559,3 +559,103 @@ fn pull_from_a_registry_then_run_the_image() {
     );
     d.assert_nothing_left();
 }
+
+/// Open descriptors of a process.
+fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
+}
+
+/// Mount points under `dir`.
+fn mounts_under(dir: &Path) -> Vec<String> {
+    let needle = dir.display().to_string();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains(&needle))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn twenty_concurrent_creates_all_run_and_delete_cleanly() {
+    let d = Daemon::start();
+    d.ok(&["import", "--builtin", "busybox"]);
+    let ids: Vec<String> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..20)
+            .map(|_| {
+                s.spawn(|| {
+                    d.ok(&[
+                        "run", "-d", "--memory", "128m", "busybox", "--", "sleep", "600",
+                    ])
+                    .trim()
+                    .to_string()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut unique = ids.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), 20, "{ids:?}");
+    assert_eq!(d.vmm_pids().len(), 20);
+    // Each is its own VM: its hostname is its own id.
+    for id in &ids {
+        assert_eq!(d.inspect(id)["state"], "running");
+        assert_eq!(d.ok(&["exec", id, "hostname"]).trim(), id);
+    }
+    std::thread::scope(|s| {
+        for id in &ids {
+            let d = &d;
+            s.spawn(move || d.ok(&["rm", "-f", id]));
+        }
+    });
+    d.assert_nothing_left();
+}
+
+#[test]
+fn two_hundred_create_delete_cycles_leak_nothing() {
+    let d = Daemon::start();
+    d.ok(&["import", "--builtin", "busybox"]);
+    let daemon_pid = d.child.as_ref().unwrap().id();
+    let cycle = |i: usize| {
+        let out = d.cli(&[
+            "run",
+            "--rm",
+            "busybox",
+            "--",
+            "sh",
+            "-c",
+            "exit $0",
+            &(i % 7).to_string(),
+        ]);
+        assert_eq!(
+            out.status.code(),
+            Some((i % 7) as i32),
+            "cycle {i}: {}\n{}",
+            show(&out),
+            d.log()
+        );
+    };
+    // Warm-up: the root disk is built, the daemon's pools fill.
+    for i in 0..5 {
+        cycle(i);
+    }
+    let fds_before = fd_count(daemon_pid);
+    for i in 5..200 {
+        cycle(i);
+    }
+    d.assert_nothing_left();
+    assert_eq!(
+        mounts_under(&d.state()),
+        Vec::<String>::new(),
+        "mounts remain"
+    );
+    let fds_after = fd_count(daemon_pid);
+    assert!(
+        fds_after <= fds_before + 2,
+        "cocoond's descriptors grew from {fds_before} to {fds_after}"
+    );
+}
