@@ -11,12 +11,13 @@ use std::io::{Read, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use cocoon_proto::{write_frame, ErrorBody, Frame, RecvWindow, Response, SendWindow};
 
 /// Largest Data frame the agent sends.
-const CHUNK: usize = 64 * 1024;
+pub const CHUNK: usize = 64 * 1024;
 
 struct OutStream {
     window: SendWindow,
@@ -32,6 +33,17 @@ struct InStream {
 struct Streams {
     out: HashMap<u32, OutStream>,
     inp: HashMap<u32, InStream>,
+}
+
+/// What [`Conn::wait_credit`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Credit {
+    /// This many bytes may be sent.
+    Bytes(usize),
+    /// The stream or the connection is gone.
+    Closed,
+    /// No credit yet.
+    Later,
 }
 
 /// Called once when an inbound or outbound stream ends: Ok(bytes moved).
@@ -88,6 +100,79 @@ impl Conn {
         }
         drop(st);
         self.credit.notify_all();
+    }
+
+    /// Whether the connection is gone.
+    pub fn is_dead(&self) -> bool {
+        self.dead.load(Ordering::Relaxed)
+    }
+
+    /// Registers `stream` as an outbound stream of this connection (for
+    /// senders that do not use [`Conn::pump_out`]); false if it is taken or
+    /// the connection is gone.
+    pub fn open_out(&self, stream: u32) -> bool {
+        let mut st = lock(&self.streams);
+        if self.is_dead() || st.out.contains_key(&stream) || st.inp.contains_key(&stream) {
+            return false;
+        }
+        st.out.insert(
+            stream,
+            OutStream {
+                window: SendWindow::new(),
+                peer_closed: false,
+            },
+        );
+        true
+    }
+
+    /// Waits up to `limit` for the host to allow sending on `stream`.
+    pub fn wait_credit(&self, stream: u32, limit: Duration) -> Credit {
+        let deadline = Instant::now() + limit;
+        let mut st = lock(&self.streams);
+        loop {
+            match st.out.get(&stream) {
+                None => return Credit::Closed,
+                Some(o) if o.peer_closed => return Credit::Closed,
+                Some(o) if o.window.available() > 0 => {
+                    return Credit::Bytes(o.window.available() as usize)
+                }
+                Some(_) => {
+                    let now = Instant::now();
+                    if now >= deadline {
+                        return Credit::Later;
+                    }
+                    st = match self.credit.wait_timeout(st, deadline - now) {
+                        Ok((g, _)) => g,
+                        Err(e) => e.into_inner().0,
+                    };
+                }
+            }
+        }
+    }
+
+    /// Sends `data` on `stream`, which must fit the credit
+    /// [`Conn::wait_credit`] reported. False when the stream or the
+    /// connection is gone (the data may not have arrived).
+    pub fn send_data(&self, stream: u32, data: Bytes) -> bool {
+        match lock(&self.streams).out.get_mut(&stream) {
+            Some(o) if !o.peer_closed => {
+                o.window.take(data.len());
+            }
+            _ => return false,
+        }
+        self.send(&Frame::Data { stream, data })
+    }
+
+    /// Ends an outbound stream opened with [`Conn::open_out`]: Close is
+    /// sent unless the host closed it first.
+    pub fn close_out(&self, stream: u32) {
+        let was_open = lock(&self.streams)
+            .out
+            .remove(&stream)
+            .is_some_and(|o| !o.peer_closed);
+        if was_open {
+            self.send(&Frame::Close { stream });
+        }
     }
 
     /// Whether `stream` is already in use in either direction.

@@ -15,6 +15,7 @@ use cocoon_proto::{ErrorBody, ErrorCode, ExitStatus, Process, Rootfs, Stats};
 
 use crate::conn::Conn;
 use crate::reaper::{decode, reaper, ExitSlot};
+use crate::relay::Relay;
 use crate::spawn::{self, Setup, Spec, SpecError, StartError};
 use crate::sys::{self, check, cstr, mount, open, open_in_root};
 
@@ -46,6 +47,8 @@ pub struct Exec {
     slot: Arc<ExitSlot>,
     pty: Option<File>,
     oom_kills_before: u64,
+    /// stdout and stderr of a `keep_output` process.
+    relays: [Option<Arc<Relay>>; 2],
 }
 
 /// A created container.
@@ -482,6 +485,8 @@ pub struct ExecStreams {
     pub stdout: Option<u32>,
     /// Process → host.
     pub stderr: Option<u32>,
+    /// The output outlives the connection (see [`crate::relay`]).
+    pub keep_output: bool,
 }
 
 impl Container {
@@ -615,11 +620,18 @@ impl Container {
         if let (Some(f), Some(s)) = (i, streams.stdin) {
             conn.pump_in(s, f, None);
         }
-        if let (Some(f), Some(s)) = (o, streams.stdout) {
-            conn.pump_out(s, f, None);
-        }
-        if let (Some(f), Some(s)) = (e, streams.stderr) {
-            conn.pump_out(s, f, None);
+        let mut relays = [None, None];
+        for (i, (f, s)) in [(o, streams.stdout), (e, streams.stderr)]
+            .into_iter()
+            .enumerate()
+        {
+            if let (Some(f), Some(s)) = (f, s) {
+                if streams.keep_output {
+                    relays[i] = Some(Relay::start(f, conn, s));
+                } else {
+                    conn.pump_out(s, f, None);
+                }
+            }
         }
         let mut execs = lock(&self.execs);
         // Finished processes are kept so a late Wait still answers, but
@@ -634,6 +646,7 @@ impl Container {
                 slot,
                 pty,
                 oom_kills_before,
+                relays,
             }),
         );
         Ok(pid as u32)
@@ -741,6 +754,29 @@ impl Container {
         }
         // SAFETY: kill has no memory effects; the pid is our unreaped child.
         check(unsafe { libc::kill(e.pid, signal) }).map_err(|e| io_err("kill", e))?;
+        Ok(())
+    }
+
+    /// Sends the output of a `keep_output` process to streams of `conn`.
+    pub fn attach(
+        &self,
+        conn: &Arc<Conn>,
+        exec_id: &str,
+        stdout: Option<u32>,
+        stderr: Option<u32>,
+    ) -> Result<(), ErrorBody> {
+        let e = self.exec_of(exec_id)?;
+        if e.relays.iter().all(Option::is_none) {
+            return Err(err(
+                ErrorCode::InvalidArgument,
+                format!("exec {exec_id:?} was not started with keep_output"),
+            ));
+        }
+        for (relay, stream) in e.relays.iter().zip([stdout, stderr]) {
+            if let (Some(r), Some(s)) = (relay, stream) {
+                r.attach(conn, s)?;
+            }
+        }
         Ok(())
     }
 

@@ -16,6 +16,7 @@ mod debug_port;
 mod files;
 mod init;
 mod reaper;
+mod relay;
 mod server;
 mod spawn;
 mod summary;

@@ -121,6 +121,7 @@ fn dispatch(conn: &Arc<Conn>, id: u32, request: Request) {
             stdin,
             stdout,
             stderr,
+            keep_output,
         } => {
             let r = container::get(&container_id).and_then(|c| {
                 c.exec(
@@ -131,6 +132,7 @@ fn dispatch(conn: &Arc<Conn>, id: u32, request: Request) {
                         stdin,
                         stdout,
                         stderr,
+                        keep_output,
                     },
                 )
             });
@@ -173,6 +175,18 @@ fn dispatch(conn: &Arc<Conn>, id: u32, request: Request) {
         } => conn.respond(
             id,
             done(container::get(&container_id).and_then(|c| c.signal(&exec_id, signal))),
+        ),
+        Request::Attach {
+            container_id,
+            exec_id,
+            stdout,
+            stderr,
+        } => conn.respond(
+            id,
+            done(
+                container::get(&container_id)
+                    .and_then(|c| c.attach(conn, &exec_id, stdout, stderr)),
+            ),
         ),
         Request::Stat { container_id, path } => conn.respond(
             id,

@@ -43,6 +43,6 @@ pub use io::{read_frame, write_frame, WireError};
 pub use io::{read_frame_async, write_frame_async};
 pub use message::{
     negotiate_version, ConsoleSize, ErrorBody, ErrorCode, Event, ExitStatus, FileKind, Hello,
-    PathInfo, Process, Request, Response, Rlimit, Rootfs, Stats, User, MIN_PROTOCOL_VERSION,
-    PROTOCOL_VERSION,
+    PathInfo, Process, Request, Response, Rlimit, Rootfs, Stats, User, KEPT_OUTPUT,
+    MIN_PROTOCOL_VERSION, PROTOCOL_VERSION,
 };

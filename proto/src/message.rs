@@ -15,6 +15,14 @@
 
 use serde::{Deserialize, Serialize};
 
+/// Bytes of each output stream an agent keeps for a process started with
+/// `keep_output` while no host is attached (older output is dropped).
+pub const KEPT_OUTPUT: usize = 1 << 20;
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
 /// The newest protocol version this crate speaks.
 pub const PROTOCOL_VERSION: u32 = 1;
 
@@ -114,6 +122,29 @@ pub enum Request {
         #[serde(default)]
         stdout: Option<u32>,
         /// Stream the agent sends stderr on.
+        #[serde(default)]
+        stderr: Option<u32>,
+        /// Keep stdout and stderr when the host connection goes away:
+        /// the agent goes on reading them (keeping the last
+        /// [`KEPT_OUTPUT`] bytes of each) until a host sends
+        /// [`Request::Attach`].
+        #[serde(default, skip_serializing_if = "is_false")]
+        keep_output: bool,
+    },
+    /// Connect the output of a process started with `keep_output` to
+    /// streams of this connection (after the connection that started it
+    /// went away). What was kept is sent first. Answered with
+    /// [`Response::Done`]; `AlreadyExists` while another live connection
+    /// holds the output.
+    Attach {
+        /// Container of the process.
+        container_id: String,
+        /// The process.
+        exec_id: String,
+        /// Stream for its stdout (or pty).
+        #[serde(default)]
+        stdout: Option<u32>,
+        /// Stream for its stderr.
         #[serde(default)]
         stderr: Option<u32>,
     },
@@ -518,6 +549,13 @@ mod tests {
                 stdin: Some(1),
                 stdout: Some(2),
                 stderr: Some(3),
+                keep_output: true,
+            },
+            Request::Attach {
+                container_id: "c1".into(),
+                exec_id: "e1".into(),
+                stdout: Some(6),
+                stderr: None,
             },
             Request::ResizeTty {
                 container_id: "c1".into(),

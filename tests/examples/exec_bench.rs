@@ -24,6 +24,7 @@ fn main() {
         stdin: false,
         stdout: false,
         stderr: false,
+        keep_output: false,
     };
     let mut times = Vec::with_capacity(n);
     for i in 0..n + 5 {
@@ -44,6 +45,7 @@ fn main() {
         stdin: false,
         stdout: true,
         stderr: false,
+        keep_output: false,
     };
     let count = STDOUT_BYTES.to_string();
     let t = Instant::now();

@@ -20,6 +20,7 @@ const NO_STDIO: Stdio = Stdio {
     stdin: false,
     stdout: false,
     stderr: false,
+    keep_output: false,
 };
 
 #[test]
@@ -178,6 +179,7 @@ fn terminal_process_gets_a_pty_and_sees_resize() {
             stdin: true,
             stdout: true,
             stderr: false,
+            keep_output: false,
         },
     );
     let mut pty = h.take_stdout().unwrap();

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use cocoon_tests::{initrd, kernel, require_linux_kvm, vmm_bin, BOOT_DEADLINE};
 
 /// Longest any single CLI command may take (a `run` boots a VM).
-const CLI_DEADLINE: Duration = Duration::from_secs(300);
+const CLI_DEADLINE: Duration = Duration::from_secs(700);
 
 fn api_bin(var: &str, name: &str) -> PathBuf {
     if let Some(p) = std::env::var_os(var) {
@@ -86,7 +86,14 @@ impl Daemon {
             .arg(kernel())
             .arg("--initrd")
             .arg(initrd())
-            .args(["--boot-timeout", &BOOT_DEADLINE.as_secs().to_string()])
+            .args(if self.extra.iter().any(|a| a == "--boot-timeout") {
+                vec![]
+            } else {
+                vec![
+                    "--boot-timeout".to_string(),
+                    BOOT_DEADLINE.as_secs().to_string(),
+                ]
+            })
             .args(&self.extra)
             .env("COCOON_LOG", "debug")
             .stdin(Stdio::null())
@@ -580,7 +587,8 @@ fn mounts_under(dir: &Path) -> Vec<String> {
 
 #[test]
 fn twenty_concurrent_creates_all_run_and_delete_cleanly() {
-    let d = Daemon::start();
+    // Twenty guests booting at once share the test machine's one vCPU.
+    let d = Daemon::start_with(&["--boot-timeout", "600"]);
     d.ok(&["import", "--builtin", "busybox"]);
     let ids: Vec<String> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..20)
@@ -658,4 +666,56 @@ fn two_hundred_create_delete_cycles_leak_nothing() {
         fds_after <= fds_before + 2,
         "cocoond's descriptors grew from {fds_before} to {fds_after}"
     );
+}
+
+/// The numbers of the `lineN` lines in `text`.
+fn line_numbers(text: &str) -> Vec<u64> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("line"))
+        .filter_map(|n| n.parse().ok())
+        .collect()
+}
+
+#[test]
+fn init_output_survives_a_daemon_restart() {
+    let mut d = Daemon::start();
+    d.ok(&["import", "--builtin", "busybox"]);
+    // Prints a numbered line five times a second; a write into a closed
+    // pipe would kill it (SIGPIPE) or end the loop (EPIPE).
+    let script = "i=0; while echo line$i; do i=$((i+1)); sleep 0.2; done; echo broken >&2";
+    let id = d
+        .ok(&["run", "-d", "busybox", "--", "sh", "-c", script])
+        .trim()
+        .to_string();
+    let wait_for = |d: &Daemon, n: u64| {
+        let start = Instant::now();
+        loop {
+            let logs = d.ok(&["logs", &id]);
+            if line_numbers(&logs).last().is_some_and(|l| *l >= n) {
+                return logs;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(120),
+                "no line{n}: {logs}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    let before = line_numbers(&wait_for(&d, 3));
+    d.stop();
+    // Output written while no daemon is connected is kept by the agent.
+    std::thread::sleep(Duration::from_secs(3));
+    d.spawn();
+    let last_before = *before.last().unwrap();
+    let logs = wait_for(&d, last_before + 20);
+    let numbers = line_numbers(&logs);
+    let want: Vec<u64> = (0..=*numbers.last().unwrap()).collect();
+    assert_eq!(
+        numbers, want,
+        "lines lost or repeated across the restart\n{logs}"
+    );
+    assert!(!logs.contains("broken"), "{logs}");
+    assert_eq!(d.inspect(&id)["state"], "running");
+    d.ok(&["rm", "-f", &id]);
+    d.assert_nothing_left();
 }

@@ -422,6 +422,9 @@ pub struct Stdio {
     pub stdout: bool,
     /// Give the process a stderr stream (not with a terminal).
     pub stderr: bool,
+    /// The agent keeps stdout and stderr when this connection goes away,
+    /// for [`AgentClient::attach`] from a later one.
+    pub keep_output: bool,
 }
 
 impl Stdio {
@@ -431,6 +434,7 @@ impl Stdio {
             stdin: true,
             stdout: true,
             stderr: true,
+            keep_output: false,
         }
     }
 
@@ -440,6 +444,15 @@ impl Stdio {
             stdin: false,
             stdout: true,
             stderr: true,
+            keep_output: false,
+        }
+    }
+
+    /// stdout and stderr, kept by the agent across host connections.
+    pub fn kept_output() -> Self {
+        Stdio {
+            keep_output: true,
+            ..Stdio::output()
         }
     }
 }
@@ -639,6 +652,7 @@ impl AgentClient {
                 stdin: stdin.as_ref().map(InputStream::id),
                 stdout: stdout.as_ref().map(OutputStream::id),
                 stderr: stderr.as_ref().map(OutputStream::id),
+                keep_output: stdio.keep_output,
             })
             .await?;
         let Response::Started { pid } = r else {
@@ -653,6 +667,36 @@ impl AgentClient {
             stdout,
             stderr,
         })
+    }
+
+    /// Takes over the output of a process started with
+    /// [`Stdio::keep_output`] by an earlier connection: returns its stdout
+    /// and stderr streams (as asked in `stdio`), starting with what the
+    /// agent kept meanwhile.
+    pub async fn attach(
+        &self,
+        container_id: &str,
+        exec_id: &str,
+        stdio: Stdio,
+    ) -> Result<(Option<OutputStream>, Option<OutputStream>)> {
+        let stdout = stdio
+            .stdout
+            .then(|| OutputStream::open(self.clone(), None))
+            .transpose()?;
+        let stderr = stdio
+            .stderr
+            .then(|| OutputStream::open(self.clone(), None))
+            .transpose()?;
+        let r = self
+            .call(Request::Attach {
+                container_id: container_id.to_string(),
+                exec_id: exec_id.to_string(),
+                stdout: stdout.as_ref().map(OutputStream::id),
+                stderr: stderr.as_ref().map(OutputStream::id),
+            })
+            .await?;
+        expect(r, "attach", |r| matches!(r, Response::Done))?;
+        Ok((stdout, stderr))
     }
 
     /// Waits until a process exits, without a time limit (drop the future

@@ -550,7 +550,8 @@ async fn exec_checks_its_arguments_before_sending() {
             Stdio {
                 stdin: true,
                 stdout: true,
-                stderr: false
+                stderr: false,
+                keep_output: false,
             }
         ),
         accept_exec(&mut fake)

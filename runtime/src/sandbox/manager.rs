@@ -738,28 +738,17 @@ impl Inner {
             .map_err(|e| BootFailure::Other(format!("creating the container: {e}")))?;
 
         let process = slot.record().process;
+        // The agent keeps the init's output while no daemon is connected
+        // (a restart), so the workload never writes into a closed pipe.
         let mut handle = client
-            .exec(CONTAINER_ID, INIT_EXEC_ID, process, Stdio::output())
+            .exec(CONTAINER_ID, INIT_EXEC_ID, process, Stdio::kept_output())
             .await
             .map_err(|e| match rejected(&e) {
                 Some((m, nf)) => BootFailure::Rejected(m, nf),
                 None => BootFailure::Other(format!("starting the init process: {e}")),
             })?;
-        let log = Arc::new(
-            LogWriter::open(&slot.init_log())
-                .map_err(|e| BootFailure::Other(format!("opening the log: {e}")))?,
-        );
-        let mut pumps = Vec::new();
-        for (stream, which) in [
-            (handle.take_stdout(), LogStream::Stdout),
-            (handle.take_stderr(), LogStream::Stderr),
-        ] {
-            if let Some(stream) = stream {
-                pumps.push(tokio::spawn(
-                    pump(stream, log.clone(), which).instrument(tracing::Span::current()),
-                ));
-            }
-        }
+        let pumps = log_pumps(slot, handle.take_stdout(), handle.take_stderr())
+            .map_err(|e| BootFailure::Other(format!("opening the log: {e}")))?;
         Ok((live, pumps))
     }
 
@@ -987,11 +976,29 @@ impl Inner {
                 match connected {
                     Ok(client) => {
                         let client = client.with_request_timeout(Duration::from_secs(60));
+                        // The init's output again goes to its log, starting
+                        // with what the agent kept while no daemon was
+                        // connected.
+                        let pumps = match client
+                            .attach(CONTAINER_ID, INIT_EXEC_ID, Stdio::output())
+                            .await
+                        {
+                            Ok((out, err)) => log_pumps(&slot, out, err).unwrap_or_else(|e| {
+                                span.in_scope(|| tracing::warn!("init log: {e}"));
+                                Vec::new()
+                            }),
+                            Err(e) => {
+                                span.in_scope(|| {
+                                    tracing::warn!("the init's output cannot be re-attached: {e}")
+                                });
+                                Vec::new()
+                            }
+                        };
                         let live = Live { client, vmm };
                         *lock(&slot.live) = Some(live.clone());
                         let deadline = slot.record().deadline_unix;
                         span.in_scope(|| tracing::info!("re-attached running sandbox"));
-                        self.spawn_monitor(slot, live, Vec::new(), deadline);
+                        self.spawn_monitor(slot, live, pumps, deadline);
                     }
                     Err(e) => {
                         vmm.kill_and_wait(KILL_TIMEOUT).await;
@@ -1106,6 +1113,24 @@ async fn pump(mut stream: OutputStream, log: Arc<LogWriter>, which: LogStream) {
     }
 }
 
+/// Tasks that append the init's output streams to its log.
+fn log_pumps(
+    slot: &Slot,
+    stdout: Option<OutputStream>,
+    stderr: Option<OutputStream>,
+) -> std::io::Result<Vec<JoinHandle<()>>> {
+    let log = Arc::new(LogWriter::open(&slot.init_log())?);
+    let mut pumps = Vec::new();
+    for (stream, which) in [(stdout, LogStream::Stdout), (stderr, LogStream::Stderr)] {
+        if let Some(stream) = stream {
+            pumps.push(tokio::spawn(
+                pump(stream, log.clone(), which).instrument(tracing::Span::current()),
+            ));
+        }
+    }
+    Ok(pumps)
+}
+
 /// Runs one exec to completion.
 async fn run_exec(
     client: &AgentClient,
@@ -1115,8 +1140,7 @@ async fn run_exec(
 ) -> Result<ExecOutput, SandboxError> {
     let stdio = Stdio {
         stdin: spec.stdin.is_some(),
-        stdout: true,
-        stderr: true,
+        ..Stdio::output()
     };
     let mut h = client
         .exec(CONTAINER_ID, exec_id, process, stdio)
