@@ -166,9 +166,9 @@ async fn session(
     start: Option<ClientMessage>,
     stdin: bool,
     tty: bool,
-    mut signals: mpsc::UnboundedReceiver<i32>,
+    signals: mpsc::UnboundedReceiver<i32>,
 ) -> Outcome {
-    let (mut sink, mut source) = ws.split();
+    let (mut sink, source) = ws.split();
     let mut first = Vec::new();
     first.extend(start);
     if let (true, Some((rows, cols))) = (tty, terminal_size()) {
@@ -179,61 +179,84 @@ async fn session(
             return Outcome::Lost(format!("sending to cocoond: {e}"));
         }
     }
-    let mut input = stdin.then(spawn_stdin_reader);
+    let input = stdin.then(spawn_stdin_reader);
+    // Sending and receiving apart: a send held up by a process that does
+    // not read its stdin must not stop its output from being read.
+    tokio::select! {
+        outcome = receive(source) => outcome,
+        () = send(sink, input, signals) => {
+            Outcome::Lost("cocoond stopped taking messages".into())
+        }
+    }
+}
+
+/// Sends stdin (then `close_stdin` at its end) and forwarded signals until
+/// the connection fails.
+async fn send<S>(
+    mut sink: S,
+    mut input: Option<mpsc::Receiver<Bytes>>,
+    mut signals: mpsc::UnboundedReceiver<i32>,
+) where
+    S: futures_util::Sink<Message> + Unpin,
+{
+    loop {
+        let msg = tokio::select! {
+            data = async { input.as_mut()?.recv().await }, if input.is_some() => match data {
+                Some(d) => Message::Binary(frame(STDIN, &d)),
+                None => {
+                    input = None;
+                    text(&ClientMessage::CloseStdin)
+                }
+            },
+            Some(n) = signals.recv() => match (n, terminal_size()) {
+                (libc::SIGWINCH, Some((rows, cols))) => text(&ClientMessage::Resize { rows, cols }),
+                (libc::SIGWINCH, None) => continue,
+                (n, _) => text(&ClientMessage::Signal { signal: n }),
+            },
+            else => std::future::pending().await,
+        };
+        if sink.send(msg).await.is_err() {
+            // The daemon is gone; what it sent last is read on the other side.
+            return std::future::pending().await;
+        }
+    }
+}
+
+/// Writes output to the local stdout and stderr until the daemon closes
+/// the connection; returns how the process ended.
+async fn receive<S>(mut source: S) -> Outcome
+where
+    S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
     let mut outcome = None;
     let mut stdout = std::io::stdout();
     let mut stderr = std::io::stderr();
-    loop {
-        tokio::select! {
-            msg = source.next() => {
-                let msg = match msg {
-                    Some(Ok(m)) => m,
-                    Some(Err(e)) => {
-                        return outcome.unwrap_or_else(|| Outcome::Lost(format!("connection to cocoond: {e}")))
-                    }
-                    None => break,
-                };
-                match msg {
-                    Message::Binary(b) => {
-                        let (out, data): (&mut dyn Write, &[u8]) = match b.split_first() {
-                            Some((&STDOUT, d)) => (&mut stdout, d),
-                            Some((&STDERR, d)) => (&mut stderr, d),
-                            _ => continue,
-                        };
-                        // A closed local stdout is not a reason to stop
-                        // the session (the process's exit still counts).
-                        let _ = out.write_all(data).and_then(|()| out.flush());
-                    }
-                    Message::Text(t) => match serde_json::from_str::<ServerMessage>(t.as_str()) {
-                        Ok(ServerMessage::Exit(e)) => outcome = Some(Outcome::Exit(e)),
-                        Ok(ServerMessage::Error(e)) => outcome = Some(Outcome::Error(e)),
-                        Err(_) => {}
-                    },
-                    Message::Close(_) => break,
-                    _ => {}
-                }
+    while let Some(msg) = source.next().await {
+        let msg = match msg {
+            Ok(m) => m,
+            Err(e) => {
+                return outcome
+                    .unwrap_or_else(|| Outcome::Lost(format!("connection to cocoond: {e}")))
             }
-            data = async { input.as_mut()?.recv().await }, if input.is_some() => {
-                let msg = match data {
-                    Some(d) => Message::Binary(frame(STDIN, &d)),
-                    None => {
-                        input = None;
-                        text(&ClientMessage::CloseStdin)
-                    }
+        };
+        match msg {
+            Message::Binary(b) => {
+                let (out, data): (&mut dyn Write, &[u8]) = match b.split_first() {
+                    Some((&STDOUT, d)) => (&mut stdout, d),
+                    Some((&STDERR, d)) => (&mut stderr, d),
+                    _ => continue,
                 };
-                if sink.send(msg).await.is_err() {
-                    // The daemon is gone; what it sent last still counts.
-                    input = None;
-                }
+                // A closed local stdout is not a reason to stop the
+                // session (the process's exit still counts).
+                let _ = out.write_all(data).and_then(|()| out.flush());
             }
-            Some(n) = signals.recv() => {
-                let msg = match (n, terminal_size()) {
-                    (libc::SIGWINCH, Some((rows, cols))) => ClientMessage::Resize { rows, cols },
-                    (libc::SIGWINCH, None) => continue,
-                    (n, _) => ClientMessage::Signal { signal: n },
-                };
-                let _ = sink.send(text(&msg)).await;
-            }
+            Message::Text(t) => match serde_json::from_str::<ServerMessage>(t.as_str()) {
+                Ok(ServerMessage::Exit(e)) => outcome = Some(Outcome::Exit(e)),
+                Ok(ServerMessage::Error(e)) => outcome = Some(Outcome::Error(e)),
+                Err(_) => {}
+            },
+            Message::Close(_) => break,
+            _ => {}
         }
     }
     outcome.unwrap_or_else(|| {

@@ -100,8 +100,8 @@ enum Cmd {
         timeout: Option<u64>,
         /// The image.
         image: String,
-        /// The command and its arguments.
-        #[arg(last = true)]
+        /// The command and its arguments (after the image, or after `--`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         cmd: Vec<String>,
     },
     /// List sandboxes (running ones unless -a).
@@ -673,6 +673,36 @@ mod tests {
         assert_eq!(process.env, vec!["A=1"]);
         assert_eq!(process.workdir.as_deref(), Some("/tmp"));
         assert_eq!(process.user.as_deref(), Some("1000"));
+    }
+
+    #[test]
+    fn cli_parses_interactive_flags() {
+        let cli = Cli::try_parse_from(["cocoon", "run", "--rm", "-it", "busybox", "sh", "-l"])
+            .unwrap_or_else(|e| panic!("{e}"));
+        let Cmd::Run {
+            stdio, image, cmd, ..
+        } = cli.cmd
+        else {
+            panic!("not run");
+        };
+        assert!(stdio.interactive && stdio.tty);
+        assert_eq!(
+            (image.as_str(), cmd),
+            ("busybox", vec!["sh".to_string(), "-l".into()])
+        );
+        let cli = Cli::try_parse_from(["cocoon", "exec", "-i", "abc", "--", "cat", "-n"])
+            .unwrap_or_else(|e| panic!("{e}"));
+        let Cmd::Exec { stdio, id, cmd, .. } = cli.cmd else {
+            panic!("not exec");
+        };
+        assert!(stdio.interactive && !stdio.tty);
+        assert_eq!(
+            (id.as_str(), cmd),
+            ("abc", vec!["cat".to_string(), "-n".into()])
+        );
+        let cli =
+            Cli::try_parse_from(["cocoon", "logs", "-f", "abc"]).unwrap_or_else(|e| panic!("{e}"));
+        assert!(matches!(cli.cmd, Cmd::Logs { follow: true, .. }));
     }
 
     #[test]
