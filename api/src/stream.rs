@@ -81,12 +81,14 @@ pub async fn fail(mut socket: WebSocket, e: ApiError) {
         tracing::error!(code = e.code, "{}", e.message);
     }
     let _ = socket.send(error_message(e)).await;
-    let _ = socket
-        .send(Message::Close(Some(CloseFrame {
-            code: CLOSE_NORMAL,
-            reason: "".into(),
-        })))
-        .await;
+    let _ = socket.send(close()).await;
+}
+
+fn close() -> Message {
+    Message::Close(Some(CloseFrame {
+        code: CLOSE_NORMAL,
+        reason: "".into(),
+    }))
 }
 
 fn error_message(e: ApiError) -> Message {
@@ -141,12 +143,7 @@ pub async fn serve(socket: WebSocket, io: ProcessIo, hangup: bool) {
     if let End::Broke(e) = end {
         let _ = sink.send(error_message(e)).await;
     }
-    let _ = sink
-        .send(Message::Close(Some(CloseFrame {
-            code: CLOSE_NORMAL,
-            reason: "".into(),
-        })))
-        .await;
+    let _ = sink.send(close()).await;
 }
 
 /// Sends output as it comes, then the exit.

@@ -35,7 +35,7 @@ use super::record::{now_rfc3339, ExitInfo, SandboxRecord, SandboxState};
 use super::spec::{
     exec_process, resolve_process, ExecSpec, ExecStreamSpec, SandboxSpec, SpecError,
 };
-use super::stream::{self, Control, OutputChunk, ProcessIo};
+use super::stream::{self, OutputChunk, ProcessIo};
 use super::vmm::{kill_identity, Launch, VmmPaths, VmmProcess};
 use crate::agent::{
     self, AgentClient, ContainerSetup, InputStream, OutputStream, Stdio, AGENT_VSOCK_PORT,
@@ -525,7 +525,7 @@ impl SandboxManager {
             .await
             .map_err(exec_refused)?;
         let (io, ends) = stream::channels(spec.stdin);
-        span.in_scope(|| stream::drive_exec(handle, ends));
+        span.in_scope(|| stream::drive_exec(live.client, handle, ends));
         Ok(io)
     }
 
@@ -570,19 +570,8 @@ impl SandboxManager {
         tokio::spawn(
             async move {
                 while let Some(c) = control.recv().await {
-                    let Some(live) = s.live() else { continue };
-                    let r = match c {
-                        Control::Resize { rows, cols } => {
-                            live.client
-                                .resize_tty(CONTAINER_ID, INIT_EXEC_ID, rows, cols)
-                                .await
-                        }
-                        Control::Signal(n) => {
-                            live.client.signal(CONTAINER_ID, INIT_EXEC_ID, n).await
-                        }
-                    };
-                    if let Err(e) = r {
-                        tracing::debug!("{c:?}: {e}");
+                    if let Some(live) = s.live() {
+                        stream::apply_control(&live.client, INIT_EXEC_ID, c).await;
                     }
                 }
             }

@@ -21,7 +21,8 @@ use tracing::Instrument;
 
 use super::logs::{LogReader, LogStream};
 use super::record::{ExitInfo, SandboxState};
-use crate::agent::{ExecHandle, InputStream, OutputStream};
+use super::CONTAINER_ID;
+use crate::agent::{AgentClient, ExecHandle, InputStream, OutputStream};
 
 /// Chunks queued towards the process's stdin.
 pub const STDIN_QUEUE: usize = 4;
@@ -136,7 +137,7 @@ pub(super) fn spawn_stdin(mut rx: mpsc::Receiver<Bytes>, mut stdin: InputStream)
 
 /// Runs an exec'd process's streams until it exits and its output is
 /// drained, then reports its exit.
-pub(super) fn drive_exec(mut handle: ExecHandle, ends: ProcessEnds) {
+pub(super) fn drive_exec(client: AgentClient, mut handle: ExecHandle, ends: ProcessEnds) {
     let ProcessEnds {
         stdin,
         output,
@@ -172,7 +173,7 @@ pub(super) fn drive_exec(mut handle: ExecHandle, ends: ProcessEnds) {
                     tokio::select! {
                         r = &mut wait => break r,
                         c = control.recv(), if control_open => match c {
-                            Some(c) => apply_exec_control(&handle, c).await,
+                            Some(c) => apply_control(&client, handle.exec_id(), c).await,
                             None => control_open = false,
                         },
                     }
@@ -192,10 +193,15 @@ pub(super) fn drive_exec(mut handle: ExecHandle, ends: ProcessEnds) {
     );
 }
 
-async fn apply_exec_control(handle: &ExecHandle, c: Control) {
+/// Applies a resize or signal to process `exec_id` of the sandbox's
+/// container; a failure (the process is gone, it has no terminal) is only
+/// logged.
+pub(super) async fn apply_control(client: &AgentClient, exec_id: &str, c: Control) {
     let r = match c {
-        Control::Resize { rows, cols } => handle.resize(rows, cols).await,
-        Control::Signal(s) => handle.signal(s).await,
+        Control::Resize { rows, cols } => {
+            client.resize_tty(CONTAINER_ID, exec_id, rows, cols).await
+        }
+        Control::Signal(n) => client.signal(CONTAINER_ID, exec_id, n).await,
     };
     if let Err(e) = r {
         tracing::debug!("{c:?}: {e}");
