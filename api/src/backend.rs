@@ -11,10 +11,11 @@ use bytes::Bytes;
 use cocoon_proto::PathInfo;
 use cocoon_runtime::image::{busybox, Credentials, ImageSummary, Images, PullEvent, PullOptions};
 use cocoon_runtime::sandbox::{
-    ExecOutput, ExecSpec, ListFilter, LogStream, SandboxError, SandboxManager, SandboxRecord,
-    SandboxSpec, SandboxState,
+    ExecOutput, ExecSpec, ExecStreamSpec, ListFilter, LogStream, OutputChunk, ProcessIo,
+    SandboxError, SandboxManager, SandboxRecord, SandboxSpec, SandboxState,
 };
 use futures_util::stream::{self, BoxStream, StreamExt};
+use tokio::sync::mpsc;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::io::StreamReader;
 
@@ -66,12 +67,32 @@ pub trait Backend: Send + Sync + 'static {
         id: &str,
         spec: ExecSpec,
     ) -> impl Future<Output = Result<ExecOutput, SandboxError>> + Send;
+    /// Starts a process with its stdio streamed.
+    fn exec_stream(
+        &self,
+        id: &str,
+        spec: ExecStreamSpec,
+    ) -> impl Future<Output = Result<ProcessIo, SandboxError>> + Send;
+    /// Attaches to the init process (its log from the start with `logs`),
+    /// taking its stdin with `stdin`.
+    fn attach(
+        &self,
+        id: &str,
+        stdin: bool,
+        logs: bool,
+    ) -> impl Future<Output = Result<ProcessIo, SandboxError>> + Send;
     /// The init process's output.
     fn logs(
         &self,
         id: &str,
         stream: Option<LogStream>,
     ) -> impl Future<Output = Result<Vec<u8>, SandboxError>> + Send;
+    /// The init process's output as it is written, until the sandbox stops.
+    fn follow_logs(
+        &self,
+        id: &str,
+        stream: Option<LogStream>,
+    ) -> impl Future<Output = Result<mpsc::Receiver<OutputChunk>, SandboxError>> + Send;
     /// Sandboxes per state.
     fn counts(&self) -> BTreeMap<SandboxState, usize>;
     /// Every image.
@@ -258,8 +279,21 @@ impl Backend for RuntimeBackend {
     async fn exec(&self, id: &str, spec: ExecSpec) -> Result<ExecOutput, SandboxError> {
         self.manager.exec(id, spec).await
     }
+    async fn exec_stream(&self, id: &str, spec: ExecStreamSpec) -> Result<ProcessIo, SandboxError> {
+        self.manager.exec_stream(id, spec).await
+    }
+    async fn attach(&self, id: &str, stdin: bool, logs: bool) -> Result<ProcessIo, SandboxError> {
+        self.manager.attach(id, stdin, logs).await
+    }
     async fn logs(&self, id: &str, stream: Option<LogStream>) -> Result<Vec<u8>, SandboxError> {
         self.manager.logs(id, stream).await
+    }
+    async fn follow_logs(
+        &self,
+        id: &str,
+        stream: Option<LogStream>,
+    ) -> Result<mpsc::Receiver<OutputChunk>, SandboxError> {
+        self.manager.follow_logs(id, stream).await
     }
     fn counts(&self) -> BTreeMap<SandboxState, usize> {
         self.manager.counts()

@@ -1,5 +1,7 @@
 //! A small HTTP/1 client over the daemon's Unix socket: one connection per
-//! request, JSON in and out, error bodies turned into [`ClientError::Api`].
+//! request, JSON in and out, error bodies turned into [`ClientError::Api`];
+//! answers read as they come ([`Client::open`]) and WebSockets
+//! ([`Client::websocket`]) for the streaming routes.
 
 use std::path::{Path, PathBuf};
 
@@ -12,6 +14,8 @@ use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::net::UnixStream;
+use tokio_tungstenite::tungstenite;
+use tokio_tungstenite::WebSocketStream;
 
 use crate::types::ErrorResponse;
 
@@ -60,25 +64,29 @@ impl Client {
         }
     }
 
-    /// Sends a request; returns the body of a success.
-    pub async fn raw(
+    async fn connect(&self) -> Result<UnixStream, ClientError> {
+        UnixStream::connect(&self.socket)
+            .await
+            .map_err(|source| ClientError::Connect {
+                path: self.socket.clone(),
+                source,
+            })
+    }
+
+    /// Sends a request; returns the body of a success, to be read as it
+    /// comes (an error answer is read whole and returned as the error).
+    pub async fn open(
         &self,
         method: Method,
         path: &str,
         body: Option<Vec<u8>>,
-    ) -> Result<Bytes, ClientError> {
+    ) -> Result<Incoming, ClientError> {
         let content_type = body.as_ref().map(|_| "application/json");
         let body = Full::new(Bytes::from(body.unwrap_or_default()))
             .map_err(|never| match never {})
             .boxed();
         let resp = self.send(method, path, content_type, None, body).await?;
-        let bytes = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| ClientError::Http(e.to_string()))?
-            .to_bytes();
-        Ok(bytes)
+        Ok(resp.into_body())
     }
 
     /// Sends a request with any body; returns the response of a success
@@ -91,13 +99,7 @@ impl Client {
         accept: Option<&str>,
         body: BoxBody<Bytes, std::io::Error>,
     ) -> Result<Response<Incoming>, ClientError> {
-        let stream =
-            UnixStream::connect(&self.socket)
-                .await
-                .map_err(|source| ClientError::Connect {
-                    path: self.socket.clone(),
-                    source,
-                })?;
+        let stream = self.connect().await?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|e| ClientError::Http(e.to_string()))?;
@@ -131,20 +133,37 @@ impl Client {
             .await
             .map_err(|e| ClientError::Http(e.to_string()))?
             .to_bytes();
-        Err(match serde_json::from_slice::<ErrorResponse>(&bytes) {
-            Ok(e) => ClientError::Api {
-                status,
-                code: e.error.code,
-                message: e.error.message,
-                sandbox_id: e.error.sandbox_id,
-            },
-            Err(_) => ClientError::Api {
-                status,
-                code: "unknown".into(),
-                message: String::from_utf8_lossy(&bytes).into_owned(),
-                sandbox_id: None,
-            },
-        })
+        Err(api_error(status, &bytes))
+    }
+
+    /// Sends a request; returns the body of a success.
+    pub async fn raw(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<Bytes, ClientError> {
+        Ok(self
+            .open(method, path, body)
+            .await?
+            .collect()
+            .await
+            .map_err(|e| ClientError::Http(e.to_string()))?
+            .to_bytes())
+    }
+
+    /// Opens a WebSocket on `path` (a streaming route, see
+    /// [`crate::stream`]); an HTTP error answer is returned as the error.
+    pub async fn websocket(&self, path: &str) -> Result<WebSocketStream<UnixStream>, ClientError> {
+        let stream = self.connect().await?;
+        match tokio_tungstenite::client_async(format!("ws://cocoond{path}"), stream).await {
+            Ok((ws, _)) => Ok(ws),
+            Err(tungstenite::Error::Http(resp)) => Err(api_error(
+                resp.status(),
+                resp.body().as_deref().unwrap_or_default(),
+            )),
+            Err(e) => Err(ClientError::Http(e.to_string())),
+        }
     }
 
     /// Sends a JSON request (or none) and decodes a JSON answer.
@@ -160,6 +179,24 @@ impl Client {
             .map_err(|e| ClientError::Decode(e.to_string()))?;
         let bytes = self.raw(method, path, body).await?;
         serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode(e.to_string()))
+    }
+}
+
+/// The error an answer's body describes (its text when it is not JSON).
+pub fn api_error(status: StatusCode, body: &[u8]) -> ClientError {
+    match serde_json::from_slice::<ErrorResponse>(body) {
+        Ok(e) => ClientError::Api {
+            status,
+            code: e.error.code,
+            message: e.error.message,
+            sandbox_id: e.error.sandbox_id,
+        },
+        Err(_) => ClientError::Api {
+            status,
+            code: "unknown".into(),
+            message: String::from_utf8_lossy(body).into_owned(),
+            sandbox_id: None,
+        },
     }
 }
 

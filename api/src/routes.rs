@@ -6,6 +6,10 @@
 //! rejections are plain text with a 422): malformed JSON, unknown fields and
 //! wrong types are all `400 invalid_request` in the usual error shape, and
 //! so are bad query strings, unknown routes (404) and wrong methods (405).
+//!
+//! The streaming routes (`/exec/ws`, `/attach/ws`) answer errors found
+//! before the upgrade as HTTP, and later ones as the protocol's `error`
+//! message ([`crate::stream`]).
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,14 +18,17 @@ use std::time::Instant;
 
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use cocoon_runtime::image::Credentials;
-use cocoon_runtime::sandbox::{ExecSpec, ListFilter, LogStream, SandboxSpec, SandboxState};
-use futures_util::stream;
+use cocoon_runtime::sandbox::{
+    ExecSpec, ListFilter, LogStream, SandboxError, SandboxSpec, SandboxState,
+};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -29,6 +36,7 @@ use crate::backend::{Backend, PullSpec};
 use crate::error::ApiError;
 use crate::metrics::{Histogram, CREATE_BUCKETS, EXEC_BUCKETS};
 use crate::openapi;
+use crate::stream;
 use crate::types::{ErrorDetail, Health, ImportRequest, PullProgress};
 
 /// Largest request body (an exec's stdin is up to 16 MiB).
@@ -46,6 +54,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/sandboxes/{id}/stop"),
     ("post", "/v1/sandboxes/{id}/wait"),
     ("post", "/v1/sandboxes/{id}/exec"),
+    ("get", "/v1/sandboxes/{id}/exec/ws"),
+    ("get", "/v1/sandboxes/{id}/attach/ws"),
     ("get", "/v1/sandboxes/{id}/logs"),
     ("get", "/v1/sandboxes/{id}/files"),
     ("put", "/v1/sandboxes/{id}/files"),
@@ -103,6 +113,8 @@ pub fn router<B: Backend>(backend: B) -> Router {
         .route("/v1/sandboxes/{id}/stop", post(stop::<B>))
         .route("/v1/sandboxes/{id}/wait", post(wait::<B>))
         .route("/v1/sandboxes/{id}/exec", post(exec::<B>))
+        .route("/v1/sandboxes/{id}/exec/ws", get(exec_ws::<B>))
+        .route("/v1/sandboxes/{id}/attach/ws", get(attach_ws::<B>))
         .route("/v1/sandboxes/{id}/logs", get(logs::<B>))
         .route(
             "/v1/sandboxes/{id}/files",
@@ -338,12 +350,89 @@ async fn exec<B: Backend>(
     }
 }
 
+fn upgrade(
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<WebSocketUpgrade, ApiError> {
+    ws.map(|ws| ws.max_message_size(stream::MAX_MESSAGE))
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::UPGRADE_REQUIRED,
+                "upgrade_required",
+                format!("this route is a WebSocket: {}", e.body_text()),
+            )
+        })
+}
+
+async fn exec_ws<B: Backend>(
+    State(st): Shared<B>,
+    Path(id): Path<String>,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<Response, ApiError> {
+    let r = st.backend.get(&id)?;
+    if r.state != SandboxState::Running {
+        return Err(SandboxError::WrongState {
+            id,
+            state: r.state,
+            op: "exec",
+        }
+        .into());
+    }
+    let ws = upgrade(ws)?;
+    Ok(ws.on_upgrade(move |mut socket| async move {
+        let spec = match stream::read_start(&mut socket).await {
+            Ok(s) => s,
+            Err(e) => return stream::fail(socket, e).await,
+        };
+        if let Err(e) = spec.validate() {
+            return stream::fail(socket, SandboxError::from(e).into()).await;
+        }
+        st.counters.execs.fetch_add(1, Ordering::Relaxed);
+        let tty = spec.tty;
+        match st.backend.exec_stream(&id, spec).await {
+            Ok(io) => stream::serve(socket, io, tty).await,
+            Err(e) => {
+                st.counters.exec_failures.fetch_add(1, Ordering::Relaxed);
+                stream::fail(socket, e.into()).await
+            }
+        }
+    }))
+}
+
+/// `GET /v1/sandboxes/{id}/attach/ws` query.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AttachQuery {
+    /// Take the init's stdin.
+    #[serde(default)]
+    stdin: bool,
+    /// Send the log from its start first.
+    #[serde(default)]
+    logs: bool,
+}
+
+async fn attach_ws<B: Backend>(
+    State(st): Shared<B>,
+    Path(id): Path<String>,
+    q: Result<Query<AttachQuery>, QueryRejection>,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<Response, ApiError> {
+    let q = parse_query(q)?;
+    st.backend.get(&id)?;
+    let ws = upgrade(ws)?;
+    let io = st.backend.attach(&id, q.stdin, q.logs).await?;
+    Ok(ws.on_upgrade(move |socket| stream::serve(socket, io, false)))
+}
+
 /// `GET /v1/sandboxes/{id}/logs` query.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct LogsQuery {
     /// `stdout`, `stderr` or `all` (the default).
     stream: Option<String>,
+    /// Keep the answer open and send output as it is written, until the
+    /// sandbox stops.
+    #[serde(default)]
+    follow: bool,
 }
 
 async fn logs<B: Backend>(
@@ -351,14 +440,26 @@ async fn logs<B: Backend>(
     Path(id): Path<String>,
     q: Result<Query<LogsQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let stream = match parse_query(q)?.stream.as_deref() {
+    let q = parse_query(q)?;
+    let stream = match q.stream.as_deref() {
         None | Some("all") => None,
         Some("stdout") => Some(LogStream::Stdout),
         Some("stderr") => Some(LogStream::Stderr),
         Some(_) => return Err(ApiError::invalid("stream: give stdout, stderr or all")),
     };
-    let bytes = st.backend.logs(&id, stream).await?;
-    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
+    let octets = [(header::CONTENT_TYPE, "application/octet-stream")];
+    if !q.follow {
+        let bytes = st.backend.logs(&id, stream).await?;
+        return Ok((octets, bytes).into_response());
+    }
+    // Chunked: each piece of output as it is written; hyper asks for the
+    // next only once the last was sent, so a slow reader holds one chunk.
+    let rx = st.backend.follow_logs(&id, stream).await?;
+    let body = futures_util::stream::unfold(rx, |mut rx| async move {
+        let c = rx.recv().await?;
+        Some((Ok::<_, Infallible>(c.data), rx))
+    });
+    Ok((octets, Body::from_stream(body)).into_response())
 }
 
 async fn images<B: Backend>(State(st): Shared<B>) -> Result<Response, ApiError> {
@@ -463,7 +564,7 @@ async fn pull<B: Backend>(
         };
         let _ = done.send(last);
     });
-    let lines = stream::poll_fn(move |cx| {
+    let lines = futures_util::stream::poll_fn(move |cx| {
         rx.poll_recv(cx).map(|ev| {
             ev.map(|ev| {
                 let mut line = serde_json::to_vec(&ev).unwrap_or_default();

@@ -2,27 +2,37 @@
 //! router (`tower::ServiceExt::oneshot`), no VM is involved.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{header, Method, Request, StatusCode};
 use axum::Router;
+use bytes::Bytes;
 use cocoon_proto::{FileKind, PathInfo, Process, User};
+use cocoon_runtime::sandbox::stream::{channels, ProcessEnds};
 use cocoon_runtime::sandbox::{
-    ExecOutput, ExecSpec, ExitInfo, ListFilter, LogStream, SandboxError, SandboxRecord,
-    SandboxSpec, SandboxState,
+    Control, ExecOutput, ExecSpec, ExecStreamSpec, ExitInfo, ListFilter, LogStream, OutputChunk,
+    ProcessIo, SandboxError, SandboxRecord, SandboxSpec, SandboxState,
 };
+use futures_util::{SinkExt, StreamExt};
 use http_body_util::BodyExt;
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
 use tower::ServiceExt;
 
 use crate::backend::{Backend, ByteStream, PullSpec};
+use crate::client::{Client, ClientError};
 use crate::error::ApiError;
 use crate::routes::{router, ROUTES};
 use crate::server::with_token;
-use crate::types::{ErrorResponse, ImageInfo, ImportRequest, PullProgress, RemovedImage};
+use crate::stream::{STDIN, STDOUT};
+use crate::types::{
+    ClientMessage, ErrorResponse, ImageInfo, ImportRequest, PullProgress, RemovedImage,
+};
 use cocoon_runtime::image::Credentials;
 use cocoon_runtime::sandbox::{FileError, FileErrorKind};
-use futures_util::StreamExt;
 use tokio::sync::mpsc::UnboundedSender;
 
 #[derive(Default)]
@@ -30,6 +40,70 @@ struct Fake {
     sandboxes: Mutex<Vec<SandboxRecord>>,
     /// Files "in" the sandboxes: (id, path, tar) → bytes.
     files: Mutex<BTreeMap<(String, String, bool), Vec<u8>>>,
+    /// Bytes the fake `yes` got into its output channel.
+    produced: Arc<AtomicU64>,
+}
+
+fn exited(code: i32, signal: Option<i32>) -> ExitInfo {
+    ExitInfo {
+        exit_code: code,
+        signal,
+        oom_killed: false,
+    }
+}
+
+fn out(stream: LogStream, data: impl Into<Bytes>) -> OutputChunk {
+    OutputChunk {
+        stream,
+        data: data.into(),
+    }
+}
+
+/// The fake's processes: `cat` echoes stdin and reports resizes on
+/// stdout, exits 0 when stdin closes and 128+n on signal n; `yes` writes
+/// forever, counting what got through.
+fn fake_process(cmd: &str, ends: ProcessEnds, produced: Arc<AtomicU64>) {
+    let ProcessEnds {
+        mut stdin,
+        output,
+        mut control,
+        exit,
+    } = ends;
+    match cmd {
+        "yes" => {
+            tokio::spawn(async move {
+                let chunk = Bytes::from(vec![b'y'; 64 << 10]);
+                while output
+                    .send(out(LogStream::Stdout, chunk.clone()))
+                    .await
+                    .is_ok()
+                {
+                    produced.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                }
+            });
+        }
+        _ => {
+            tokio::spawn(async move {
+                let ending = loop {
+                    tokio::select! {
+                        d = async { stdin.as_mut()?.recv().await }, if stdin.is_some() => match d {
+                            Some(d) => { let _ = output.send(out(LogStream::Stdout, d)).await; }
+                            None => break Ok(exited(0, None)),
+                        },
+                        c = control.recv() => match c {
+                            Some(Control::Resize { rows, cols }) => {
+                                let _ = output.send(out(LogStream::Stdout, format!("size {rows} {cols}\n"))).await;
+                            }
+                            Some(Control::Signal(n)) => break Ok(exited(128 + n, Some(n))),
+                            None => break Err("detached".to_string()),
+                        },
+                    }
+                };
+                drop(output);
+                let _ = exit.send(ending);
+            });
+        }
+    }
 }
 
 fn record(id: &str, spec: SandboxSpec) -> SandboxRecord {
@@ -153,6 +227,50 @@ impl Backend for Fake {
             truncated: false,
             timed_out: false,
         })
+    }
+    async fn exec_stream(&self, id: &str, spec: ExecStreamSpec) -> Result<ProcessIo, SandboxError> {
+        self.find(id)?;
+        let cmd = spec.cmd.first().cloned().unwrap_or_default();
+        if cmd == "nonexistent" {
+            return Err(SandboxError::ProcessRejected {
+                failed_sandbox: None,
+                executable_not_found: true,
+                message: "executable not found: nonexistent".into(),
+            });
+        }
+        let (io, ends) = channels(spec.stdin);
+        fake_process(&cmd, ends, self.produced.clone());
+        Ok(io)
+    }
+    async fn attach(&self, id: &str, stdin: bool, logs: bool) -> Result<ProcessIo, SandboxError> {
+        self.find(id)?;
+        let (io, ends) = channels(stdin);
+        tokio::spawn(async move {
+            if logs {
+                let _ = ends.output.send(out(LogStream::Stdout, "out\n")).await;
+                let _ = ends.output.send(out(LogStream::Stderr, "err\n")).await;
+            }
+            drop(ends.output);
+            let _ = ends.exit.send(Ok(exited(3, None)));
+        });
+        Ok(io)
+    }
+    async fn follow_logs(
+        &self,
+        id: &str,
+        stream: Option<LogStream>,
+    ) -> Result<mpsc::Receiver<OutputChunk>, SandboxError> {
+        self.find(id)?;
+        let (tx, rx) = mpsc::channel(1);
+        tokio::spawn(async move {
+            for (s, line) in [(LogStream::Stdout, "out\n"), (LogStream::Stderr, "err\n")] {
+                if stream.is_none_or(|w| w == s) {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    let _ = tx.send(out(s, line)).await;
+                }
+            }
+        });
+        Ok(rx)
     }
     async fn logs(&self, id: &str, stream: Option<LogStream>) -> Result<Vec<u8>, SandboxError> {
         self.find(id)?;
@@ -665,6 +783,394 @@ async fn tcp_router_needs_the_token() {
     assert_eq!(a.status, StatusCode::UNAUTHORIZED);
     let a = call_with(&app, Method::GET, "/v1/health", None, Some("Bearer s3cret")).await;
     assert_eq!(a.status, StatusCode::OK);
+}
+
+/// The router on a Unix socket (as cocoond serves it), and a client of it.
+async fn serve(fake: Fake) -> (tempfile::TempDir, Client) {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let path = dir.path().join("cocoond.sock");
+    let listener = crate::server::bind_unix(&path)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    tokio::spawn(crate::server::serve_unix(
+        listener,
+        router(fake),
+        std::future::pending(),
+    ));
+    (dir, Client::new(&path))
+}
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio::net::UnixStream>;
+
+async fn running_sandbox(client: &Client) -> String {
+    let r: SandboxRecord = client
+        .json(
+            Method::POST,
+            "/v1/sandboxes",
+            Some(&SandboxSpec::new("busybox")),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    r.id
+}
+
+async fn send_json(ws: &mut Ws, v: serde_json::Value) {
+    ws.send(Message::Text(v.to_string().into()))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// The next message that is not a ping or pong, within 5 s.
+async fn next(ws: &mut Ws) -> Message {
+    loop {
+        let m = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .unwrap_or_else(|_| panic!("no message within 5 s"))
+            .unwrap_or_else(|| panic!("connection ended"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        if !matches!(m, Message::Ping(_) | Message::Pong(_)) {
+            return m;
+        }
+    }
+}
+
+async fn next_json(ws: &mut Ws) -> serde_json::Value {
+    match next(ws).await {
+        Message::Text(t) => serde_json::from_str(t.as_str()).unwrap_or_else(|e| panic!("{e}")),
+        other => panic!("expected a text message, got {other:?}"),
+    }
+}
+
+async fn expect_closed(ws: &mut Ws) {
+    match next(ws).await {
+        Message::Close(_) => {}
+        other => panic!("expected close, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn exec_ws_streams_stdin_and_output_resizes_and_reports_the_exit() {
+    let (_dir, client) = serve(Fake::default()).await;
+    let id = running_sandbox(&client).await;
+    let path = format!("/v1/sandboxes/{id}/exec/ws");
+    let mut ws = client
+        .websocket(&path)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    send_json(
+        &mut ws,
+        serde_json::json!({"type": "start", "cmd": ["cat"], "stdin": true, "tty": true,
+                           "size": {"rows": 24, "cols": 80}}),
+    )
+    .await;
+    ws.send(Message::Binary(crate::stream::frame(STDIN, b"hello")))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        next(&mut ws).await,
+        Message::Binary(Bytes::from_static(b"\x01hello"))
+    );
+    send_json(
+        &mut ws,
+        serde_json::json!({"type": "resize", "rows": 30, "cols": 100}),
+    )
+    .await;
+    assert_eq!(
+        next(&mut ws).await,
+        Message::Binary(crate::stream::frame(STDOUT, b"size 30 100\n"))
+    );
+    // Data sent before close_stdin still arrives, then the exit.
+    ws.send(Message::Binary(crate::stream::frame(STDIN, b"last")))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    send_json(&mut ws, serde_json::json!({"type": "close_stdin"})).await;
+    assert_eq!(
+        next(&mut ws).await,
+        Message::Binary(crate::stream::frame(STDOUT, b"last"))
+    );
+    let exit = next_json(&mut ws).await;
+    assert_eq!(exit["type"], "exit");
+    assert_eq!(exit["exit_code"], 0);
+    expect_closed(&mut ws).await;
+
+    // A signal reaches the process; its exit says so.
+    let mut ws = client
+        .websocket(&path)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    send_json(
+        &mut ws,
+        serde_json::json!({"type": "start", "cmd": ["cat"]}),
+    )
+    .await;
+    send_json(&mut ws, serde_json::json!({"type": "signal", "signal": 15})).await;
+    let exit = next_json(&mut ws).await;
+    assert_eq!(
+        (
+            exit["type"].clone(),
+            exit["exit_code"].clone(),
+            exit["signal"].clone()
+        ),
+        ("exit".into(), 143.into(), 15.into())
+    );
+    expect_closed(&mut ws).await;
+}
+
+#[tokio::test]
+async fn exec_ws_errors_before_and_after_the_upgrade() {
+    let (_dir, client) = serve(Fake::default()).await;
+    let id = running_sandbox(&client).await;
+    // Before the upgrade: HTTP errors in the usual shape.
+    match client.websocket("/v1/sandboxes/nope/exec/ws").await {
+        Err(ClientError::Api { status, code, .. }) => {
+            assert_eq!(
+                (status, code.as_str()),
+                (StatusCode::NOT_FOUND, "not_found")
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    let a = call(&app(), Method::GET, "/v1/sandboxes/x/attach/ws", None).await;
+    assert_eq!(a.status, StatusCode::NOT_FOUND);
+    let a = call(
+        &app(),
+        Method::GET,
+        "/v1/sandboxes/x/logs?follow=maybe",
+        None,
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST);
+
+    // After it: an error message, then close.
+    let path = format!("/v1/sandboxes/{id}/exec/ws");
+    for (first, code) in [
+        (
+            serde_json::json!({"type": "start", "cmd": []}),
+            "invalid_request",
+        ),
+        (
+            serde_json::json!({"type": "start", "cmd": ["x"], "bogus": 1}),
+            "invalid_request",
+        ),
+        (
+            serde_json::json!({"type": "start", "cmd": ["x"], "size": {"rows": 1, "cols": 1}}),
+            "invalid_request",
+        ),
+        (
+            serde_json::json!({"type": "resize", "rows": 1, "cols": 1}),
+            "invalid_request",
+        ),
+        (
+            serde_json::json!({"type": "start", "cmd": ["nonexistent"]}),
+            "executable_not_found",
+        ),
+    ] {
+        let mut ws = client
+            .websocket(&path)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        send_json(&mut ws, first.clone()).await;
+        let e = next_json(&mut ws).await;
+        assert_eq!(
+            (e["type"].clone(), e["code"].clone()),
+            ("error".into(), code.into()),
+            "{first}: {e}"
+        );
+        expect_closed(&mut ws).await;
+    }
+    // Breaking the protocol mid-session: an error, and the session ends.
+    for bad in [
+        Message::Binary(Bytes::from_static(b"\x07what")),
+        Message::Text("{\"type\":\"signal\",\"signal\":99}".into()),
+        Message::Text("not json".into()),
+    ] {
+        let mut ws = client
+            .websocket(&path)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        send_json(
+            &mut ws,
+            serde_json::json!({"type": "start", "cmd": ["cat"], "stdin": true}),
+        )
+        .await;
+        ws.send(bad.clone()).await.unwrap_or_else(|e| panic!("{e}"));
+        let e = next_json(&mut ws).await;
+        assert_eq!(e["code"], "invalid_request", "{bad:?}: {e}");
+        expect_closed(&mut ws).await;
+    }
+}
+
+#[tokio::test]
+async fn exec_ws_on_a_stopped_sandbox_is_409_and_a_plain_get_is_426() {
+    let (_dir, client) = serve(Fake::default()).await;
+    let id = running_sandbox(&client).await;
+    let a = call(&app(), Method::GET, "/v1/sandboxes/nope/exec/ws", None).await;
+    assert_eq!(a.status, StatusCode::NOT_FOUND);
+    client
+        .json::<SandboxRecord>(
+            Method::POST,
+            &format!("/v1/sandboxes/{id}/stop"),
+            None::<&()>,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    match client
+        .websocket(&format!("/v1/sandboxes/{id}/exec/ws"))
+        .await
+    {
+        Err(ClientError::Api { status, code, .. }) => {
+            assert_eq!(
+                (status, code.as_str()),
+                (StatusCode::CONFLICT, "wrong_state")
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    // Without an upgrade (the same router, a running sandbox).
+    let app = app();
+    let a = call(
+        &app,
+        Method::POST,
+        "/v1/sandboxes",
+        Some(r#"{"image":"busybox"}"#),
+    )
+    .await;
+    let id = a.json()["id"].as_str().unwrap_or_default().to_string();
+    for route in ["exec/ws", "attach/ws"] {
+        let a = call(
+            &app,
+            Method::GET,
+            &format!("/v1/sandboxes/{id}/{route}"),
+            None,
+        )
+        .await;
+        assert_eq!(
+            (a.status, a.error_code()),
+            (StatusCode::UPGRADE_REQUIRED, "upgrade_required".into()),
+            "{route}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_client_that_does_not_read_holds_the_process_back() {
+    let fake = Fake::default();
+    let produced = fake.produced.clone();
+    let (_dir, client) = serve(fake).await;
+    let id = running_sandbox(&client).await;
+    let mut ws = client
+        .websocket(&format!("/v1/sandboxes/{id}/exec/ws"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    send_json(
+        &mut ws,
+        serde_json::json!({"type": "start", "cmd": ["yes"]}),
+    )
+    .await;
+    // Wait until the producer is stuck, then check how far it got.
+    let mut last = u64::MAX;
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let now = produced.load(Ordering::Relaxed);
+        if now == last {
+            break;
+        }
+        last = now;
+    }
+    assert!(
+        last < 16 << 20,
+        "{last} bytes went out while the client read nothing"
+    );
+    // Reading lets it go on.
+    let mut read = 0usize;
+    while read < 32 << 20 {
+        match next(&mut ws).await {
+            Message::Binary(b) => read += b.len() - 1,
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(produced.load(Ordering::Relaxed) > last + (16 << 20));
+}
+
+#[tokio::test]
+async fn attach_ws_replays_the_log_with_streams_apart_then_the_exit() {
+    let (_dir, client) = serve(Fake::default()).await;
+    let id = running_sandbox(&client).await;
+    let mut ws = client
+        .websocket(&format!("/v1/sandboxes/{id}/attach/ws?logs=true"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        next(&mut ws).await,
+        Message::Binary(Bytes::from_static(b"\x01out\n"))
+    );
+    assert_eq!(
+        next(&mut ws).await,
+        Message::Binary(Bytes::from_static(b"\x02err\n"))
+    );
+    let exit = next_json(&mut ws).await;
+    assert_eq!(
+        (exit["type"].clone(), exit["exit_code"].clone()),
+        ("exit".into(), 3.into())
+    );
+    expect_closed(&mut ws).await;
+    match client
+        .websocket(&format!("/v1/sandboxes/{id}/attach/ws?bogus=1"))
+        .await
+    {
+        Err(ClientError::Api { status, .. }) => assert_eq!(status, StatusCode::BAD_REQUEST),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn logs_follow_is_chunked_as_written() {
+    let (_dir, client) = serve(Fake::default()).await;
+    let id = running_sandbox(&client).await;
+    let mut body = client
+        .open(
+            Method::GET,
+            &format!("/v1/sandboxes/{id}/logs?follow=true"),
+            None,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut chunks = Vec::new();
+    while let Some(f) = body.frame().await {
+        let f = f.unwrap_or_else(|e| panic!("{e}"));
+        if let Some(d) = f.data_ref() {
+            chunks.push(d.clone());
+        }
+    }
+    assert_eq!(
+        chunks,
+        vec![Bytes::from_static(b"out\n"), Bytes::from_static(b"err\n")]
+    );
+    let got = client
+        .raw(
+            Method::GET,
+            &format!("/v1/sandboxes/{id}/logs?follow=true&stream=stderr"),
+            None,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(got, Bytes::from_static(b"err\n"));
+}
+
+#[test]
+fn stream_messages_have_the_documented_shape() {
+    let m: ClientMessage =
+        serde_json::from_str(r#"{"type":"signal","signal":2}"#).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(m, ClientMessage::Signal { signal: 2 });
+    let m: ClientMessage =
+        serde_json::from_str(r#"{"type":"close_stdin"}"#).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(m, ClientMessage::CloseStdin);
+    assert!(serde_json::from_str::<ClientMessage>(r#"{"type":"resize","rows":1}"#).is_err());
+    let exit = crate::types::ServerMessage::Exit(exited(137, Some(9)));
+    assert_eq!(
+        serde_json::to_value(&exit).unwrap_or_default(),
+        serde_json::json!({"type": "exit", "exit_code": 137, "signal": 9, "oom_killed": false})
+    );
 }
 
 #[tokio::test]

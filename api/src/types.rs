@@ -3,6 +3,7 @@
 //! Sandbox records, create and exec requests are the runtime's own
 //! ([`cocoon_runtime::sandbox`]).
 
+use cocoon_runtime::sandbox::{ExecStreamSpec, ExitInfo};
 use serde::{Deserialize, Serialize};
 
 /// The body of every error response: `{"error": {...}}`.
@@ -155,4 +156,39 @@ pub struct Health {
     pub status: String,
     /// The daemon's version.
     pub version: String,
+}
+
+/// A text message from the client on a streaming connection
+/// (`/exec/ws`, `/attach/ws`; see [`crate::stream`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ClientMessage {
+    /// The process to run: the first message on `/exec/ws`, and only there.
+    Start(ExecStreamSpec),
+    /// Set the terminal's size.
+    Resize {
+        /// Rows.
+        rows: u16,
+        /// Columns.
+        cols: u16,
+    },
+    /// Send the process a signal (1 to 64, Linux numbers).
+    Signal {
+        /// The signal number.
+        signal: i32,
+    },
+    /// Close the process's stdin once what was sent before is written.
+    CloseStdin,
+}
+
+/// A text message from the daemon on a streaming connection; each is the
+/// last message before the daemon closes the connection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMessage {
+    /// The process exited (after all of its output was sent).
+    Exit(ExitInfo),
+    /// The process could not be started, the client broke the protocol,
+    /// or the process ended without an exit status.
+    Error(ErrorDetail),
 }

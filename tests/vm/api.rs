@@ -29,7 +29,7 @@ fn api_bin(var: &str, name: &str) -> PathBuf {
 
 /// A cocoond process on its own state directory. Dropping it kills the
 /// daemon and any VMM it left (so a failed test does not leak VMs).
-struct Daemon {
+pub(crate) struct Daemon {
     child: Option<Child>,
     dir: tempfile::TempDir,
     /// More cocoond arguments.
@@ -37,7 +37,7 @@ struct Daemon {
 }
 
 impl Daemon {
-    fn start() -> Daemon {
+    pub(crate) fn start() -> Daemon {
         Daemon::start_with(&[])
     }
 
@@ -65,7 +65,7 @@ impl Daemon {
         self.dir.path().join("cocoond.sock")
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("cocoond.log")).unwrap_or_default()
     }
 
@@ -136,12 +136,17 @@ impl Daemon {
         }
     }
 
+    /// The CLI with `args`, against this daemon, not started.
+    pub(crate) fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(api_bin("COCOON_CLI", "cocoon"));
+        c.arg("--socket").arg(self.socket()).args(args);
+        c
+    }
+
     /// Runs the CLI against this daemon, bounded by [`CLI_DEADLINE`].
-    fn cli(&self, args: &[&str]) -> Output {
-        let mut child = Command::new(api_bin("COCOON_CLI", "cocoon"))
-            .arg("--socket")
-            .arg(self.socket())
-            .args(args)
+    pub(crate) fn cli(&self, args: &[&str]) -> Output {
+        let mut child = self
+            .command(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -164,7 +169,7 @@ impl Daemon {
     }
 
     /// Runs the CLI and requires success; returns stdout.
-    fn ok(&self, args: &[&str]) -> String {
+    pub(crate) fn ok(&self, args: &[&str]) -> String {
         let out = self.cli(args);
         assert!(
             out.status.success(),
@@ -200,7 +205,7 @@ impl Daemon {
     }
 
     /// Asserts nothing of any sandbox is left: no record, VMM, socket or file.
-    fn assert_nothing_left(&self) {
+    pub(crate) fn assert_nothing_left(&self) {
         assert_eq!(self.ok(&["ps", "-aq"]).trim(), "", "sandboxes remain");
         assert_eq!(self.vmm_pids(), Vec::<i32>::new(), "VMM processes remain");
         let left: Vec<PathBuf> = std::fs::read_dir(self.state().join("sandboxes"))
@@ -211,7 +216,7 @@ impl Daemon {
         assert_eq!(left, Vec::<PathBuf>::new(), "sandbox files remain");
     }
 
-    fn inspect(&self, id: &str) -> serde_json::Value {
+    pub(crate) fn inspect(&self, id: &str) -> serde_json::Value {
         let v: serde_json::Value = serde_json::from_str(&self.ok(&["inspect", id])).unwrap();
         v[0].clone()
     }
@@ -231,7 +236,7 @@ impl Drop for Daemon {
     }
 }
 
-fn show(out: &Output) -> String {
+pub(crate) fn show(out: &Output) -> String {
     format!(
         "status: {}\n--- stdout\n{}\n--- stderr\n{}",
         out.status,

@@ -6,6 +6,7 @@
 mod agent;
 mod api;
 mod boot;
+mod interactive;
 mod lifecycle;
 mod net;
 mod virtio;

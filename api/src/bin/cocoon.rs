@@ -1,7 +1,9 @@
 //! `cocoon`: the command-line client of `cocoond`, in Docker's idiom. The
 //! exit code of `run` and `exec` is the workload's; errors of the daemon or
 //! of the request exit with 125, as Docker's do (126 when the program
-//! cannot be run, 127 when it does not exist).
+//! cannot be run, 127 when it does not exist). `run` (unless `-d`) and
+//! `exec` stream over a WebSocket: output as it comes, stdin with `-i`, a
+//! terminal with `-t`, signals forwarded (see `cocoon_api::console`).
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -10,9 +12,12 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use cocoon_api::client::{encode_segment, Client, ClientError};
-use cocoon_api::types::{ImageInfo, ImportRequest, RegistryAuth, RemovedImage};
-use cocoon_runtime::sandbox::{ExecOutput, ExecSpec, Network, SandboxRecord, SandboxSpec};
+use cocoon_api::console::{self, Outcome};
+use cocoon_api::types::{ClientMessage, ImageInfo, ImportRequest, RegistryAuth, RemovedImage};
+use cocoon_proto::ConsoleSize;
+use cocoon_runtime::sandbox::{ExecStreamSpec, Network, SandboxRecord, SandboxSpec};
 use http::Method;
+use http_body_util::BodyExt;
 
 /// Exit code for failures of the daemon or of the request itself.
 const EXIT_DAEMON: u8 = 125;
@@ -36,6 +41,16 @@ struct Cli {
     socket: PathBuf,
     #[command(subcommand)]
     cmd: Cmd,
+}
+
+#[derive(Debug, Clone, Copy, clap::Args)]
+struct StdioOpts {
+    /// Keep stdin open and send it to the process.
+    #[arg(short = 'i', long)]
+    interactive: bool,
+    /// Give the process a terminal (the local one goes into raw mode).
+    #[arg(short = 't', long)]
+    tty: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -62,6 +77,8 @@ enum Cmd {
         #[arg(short = 'd', long)]
         detach: bool,
         #[command(flatten)]
+        stdio: StdioOpts,
+        #[command(flatten)]
         process: ProcessOpts,
         /// vCPUs.
         #[arg(long, value_name = "N")]
@@ -83,8 +100,8 @@ enum Cmd {
         timeout: Option<u64>,
         /// The image.
         image: String,
-        /// The command and its arguments.
-        #[arg(last = true)]
+        /// The command and its arguments (after the image, or after `--`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         cmd: Vec<String>,
     },
     /// List sandboxes (running ones unless -a).
@@ -99,6 +116,8 @@ enum Cmd {
     /// Run a command in a running sandbox.
     Exec {
         #[command(flatten)]
+        stdio: StdioOpts,
+        #[command(flatten)]
         process: ProcessOpts,
         /// The sandbox.
         id: String,
@@ -108,6 +127,9 @@ enum Cmd {
     },
     /// Print what a sandbox's init process wrote.
     Logs {
+        /// Keep printing output as it is written, until the sandbox stops.
+        #[arg(short = 'f', long)]
+        follow: bool,
         /// The sandbox.
         id: String,
     },
@@ -250,6 +272,7 @@ async fn run(client: Client, cmd: Cmd) -> ExitCode {
         Cmd::Run {
             rm,
             detach,
+            stdio,
             process,
             cpus,
             memory,
@@ -286,6 +309,8 @@ async fn run(client: Client, cmd: Cmd) -> ExitCode {
                 Err(e) => return fail(e),
             };
             spec.timeout_s = timeout;
+            spec.stdin = stdio.interactive;
+            spec.tty = stdio.tty;
             run_sandbox(&client, spec, rm, detach).await
         }
         Cmd::Ps { all, quiet } => {
@@ -328,25 +353,34 @@ async fn run(client: Client, cmd: Cmd) -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-        Cmd::Exec { process, id, cmd } => {
-            let mut spec = ExecSpec::new(cmd);
+        Cmd::Exec {
+            stdio,
+            process,
+            id,
+            cmd,
+        } => {
+            let mut spec = ExecStreamSpec::new(cmd);
             spec.env = process.env;
             spec.workdir = process.workdir;
             spec.user = process.user;
-            let path = format!("/v1/sandboxes/{}/exec", encode_segment(&id));
-            match client
-                .json::<ExecOutput>(Method::POST, &path, Some(&spec))
-                .await
-            {
-                Ok(out) => {
-                    let _ = std::io::stdout().write_all(out.stdout.as_bytes());
-                    let _ = std::io::stderr().write_all(out.stderr.as_bytes());
-                    exit_code(out.exit.exit_code)
-                }
-                Err(e) => api_fail(&e),
+            spec.stdin = stdio.interactive;
+            spec.tty = stdio.tty;
+            if stdio.tty {
+                spec.size = console::terminal_size().map(|(rows, cols)| ConsoleSize { rows, cols });
             }
+            let path = format!("/v1/sandboxes/{}/exec/ws", encode_segment(&id));
+            let ws = match client.websocket(&path).await {
+                Ok(ws) => ws,
+                Err(e) => return api_fail(&e),
+            };
+            let start = ClientMessage::Start(spec);
+            session_exit(console::run(ws, Some(start), stdio.interactive, stdio.tty).await)
         }
-        Cmd::Logs { id } => match print_logs(&client, &id).await {
+        Cmd::Logs { follow: false, id } => match print_logs(&client, &id).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => api_fail(&e),
+        },
+        Cmd::Logs { follow: true, id } => match follow_logs(&client, &id).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => api_fail(&e),
         },
@@ -534,6 +568,44 @@ where
     code
 }
 
+/// The CLI's exit code for how a streaming session ended.
+fn session_exit(outcome: Outcome) -> ExitCode {
+    match outcome {
+        Outcome::Exit(e) => exit_code(e.exit_code),
+        Outcome::Error(e) => api_fail(&ClientError::Api {
+            status: http::StatusCode::OK,
+            code: e.code,
+            message: e.message,
+            sandbox_id: e.sandbox_id,
+        }),
+        Outcome::Lost(m) => fail(m),
+    }
+}
+
+/// `logs -f`: each stream on its own request, printed as it comes, until
+/// the sandbox stops.
+async fn follow_logs(client: &Client, id: &str) -> Result<(), ClientError> {
+    let base = format!("/v1/sandboxes/{}/logs?follow=true", encode_segment(id));
+    let copy = |stream: &'static str, mut out: Box<dyn Write>| {
+        let path = format!("{base}&stream={stream}");
+        async move {
+            let mut body = client.open(Method::GET, &path, None).await?;
+            while let Some(frame) = body.frame().await {
+                let frame = frame.map_err(|e| ClientError::Http(e.to_string()))?;
+                if let Some(data) = frame.data_ref() {
+                    let _ = out.write_all(data).and_then(|()| out.flush());
+                }
+            }
+            Ok::<(), ClientError>(())
+        }
+    };
+    let (a, b) = tokio::join!(
+        copy("stdout", Box::new(std::io::stdout())),
+        copy("stderr", Box::new(std::io::stderr()))
+    );
+    a.and(b)
+}
+
 async fn print_logs(client: &Client, id: &str) -> Result<(), ClientError> {
     // Separate requests keep each stream on its own descriptor; the order
     // between the two is lost (both are in `?stream=all`).
@@ -550,8 +622,10 @@ async fn print_logs(client: &Client, id: &str) -> Result<(), ClientError> {
     Ok(())
 }
 
-/// `run`: create, wait for the init to exit, print its output, remove.
+/// `run`: create, attach to the init (its output from the start, stdin
+/// with `-i`) until the sandbox stops, remove with `--rm`.
 async fn run_sandbox(client: &Client, spec: SandboxSpec, rm: bool, detach: bool) -> ExitCode {
+    let (stdin, tty) = (spec.stdin, spec.tty);
     let created: SandboxRecord = match client
         .json(Method::POST, "/v1/sandboxes", Some(&spec))
         .await
@@ -580,30 +654,12 @@ async fn run_sandbox(client: &Client, spec: SandboxSpec, rm: bool, detach: bool)
         return ExitCode::SUCCESS;
     }
     let path = format!("/v1/sandboxes/{}", encode_segment(&created.id));
-    let done: SandboxRecord = match client
-        .json(Method::POST, &format!("{path}/wait"), None::<&()>)
+    let code = match client
+        .websocket(&format!("{path}/attach/ws?logs=true&stdin={stdin}"))
         .await
     {
-        Ok(r) => r,
-        Err(e) => return api_fail(&e),
-    };
-    if let Err(e) = print_logs(client, &created.id).await {
-        return api_fail(&e);
-    }
-    let code = match (&done.exit, &done.reason) {
-        (Some(exit), _) => exit_code(exit.exit_code),
-        (None, reason) => {
-            eprintln!(
-                "cocoon: sandbox {} is {}{}",
-                done.id,
-                done.state,
-                reason
-                    .as_deref()
-                    .map(|r| format!(": {r}"))
-                    .unwrap_or_default()
-            );
-            ExitCode::from(EXIT_DAEMON)
-        }
+        Ok(ws) => session_exit(console::run(ws, None, stdin, tty).await),
+        Err(e) => api_fail(&e),
     };
     if rm {
         if let Err(e) = client
@@ -676,6 +732,36 @@ mod tests {
         assert_eq!(process.env, vec!["A=1"]);
         assert_eq!(process.workdir.as_deref(), Some("/tmp"));
         assert_eq!(process.user.as_deref(), Some("1000"));
+    }
+
+    #[test]
+    fn cli_parses_interactive_flags() {
+        let cli = Cli::try_parse_from(["cocoon", "run", "--rm", "-it", "busybox", "sh", "-l"])
+            .unwrap_or_else(|e| panic!("{e}"));
+        let Cmd::Run {
+            stdio, image, cmd, ..
+        } = cli.cmd
+        else {
+            panic!("not run");
+        };
+        assert!(stdio.interactive && stdio.tty);
+        assert_eq!(
+            (image.as_str(), cmd),
+            ("busybox", vec!["sh".to_string(), "-l".into()])
+        );
+        let cli = Cli::try_parse_from(["cocoon", "exec", "-i", "abc", "--", "cat", "-n"])
+            .unwrap_or_else(|e| panic!("{e}"));
+        let Cmd::Exec { stdio, id, cmd, .. } = cli.cmd else {
+            panic!("not exec");
+        };
+        assert!(stdio.interactive && !stdio.tty);
+        assert_eq!(
+            (id.as_str(), cmd),
+            ("abc", vec!["cat".to_string(), "-n".into()])
+        );
+        let cli =
+            Cli::try_parse_from(["cocoon", "logs", "-f", "abc"]).unwrap_or_else(|e| panic!("{e}"));
+        assert!(matches!(cli.cmd, Cmd::Logs { follow: true, .. }));
     }
 
     #[test]

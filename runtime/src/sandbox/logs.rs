@@ -5,11 +5,15 @@
 //! big-endian u32) and the bytes. Reading skips a torn last record (a crash
 //! mid-write). The file is capped at [`LOG_LIMIT`]: output past it is
 //! dropped and counted, not rotated (rotation is not built yet).
+//! [`LogReader`] reads a log as it grows, for `logs --follow` and attach.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+
+use bytes::Bytes;
 
 /// Most bytes a sandbox's log holds.
 pub const LOG_LIMIT: u64 = 64 << 20;
@@ -26,10 +30,21 @@ pub enum LogStream {
 }
 
 impl LogStream {
-    fn tag(self) -> u8 {
+    /// The stream's number in the log (and in the streaming API's frames):
+    /// 1 stdout, 2 stderr.
+    pub fn tag(self) -> u8 {
         match self {
             LogStream::Stdout => 1,
             LogStream::Stderr => 2,
+        }
+    }
+
+    /// The stream with number `tag`.
+    pub fn from_tag(tag: u8) -> Option<LogStream> {
+        match tag {
+            1 => Some(LogStream::Stdout),
+            2 => Some(LogStream::Stderr),
+            _ => None,
         }
     }
 }
@@ -111,20 +126,122 @@ pub fn read_log(path: &Path, want: Option<LogStream>) -> io::Result<Vec<u8>> {
     Ok(decode(&raw, want))
 }
 
+/// The first whole record of `raw`: its tag, its bytes and its length
+/// with the header; `None` when `raw` holds only part of one.
+fn split_record(raw: &[u8]) -> Option<(u8, &[u8], usize)> {
+    let header = raw.get(..HEADER)?;
+    let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
+    let data = raw.get(HEADER..HEADER + len)?;
+    Some((header[0], data, HEADER + len))
+}
+
 fn decode(mut raw: &[u8], want: Option<LogStream>) -> Vec<u8> {
     let mut out = Vec::new();
-    while raw.len() >= HEADER {
-        let tag = raw[0];
-        let len = u32::from_be_bytes([raw[1], raw[2], raw[3], raw[4]]) as usize;
-        let Some(data) = raw.get(HEADER..HEADER + len) else {
-            break; // torn last record
-        };
+    // A torn last record ends the loop.
+    while let Some((tag, data, used)) = split_record(raw) {
         if want.is_none_or(|w| w.tag() == tag) {
             out.extend_from_slice(data);
         }
-        raw = &raw[HEADER + len..];
+        raw = &raw[used..];
     }
     out
+}
+
+/// Reads a log as it is appended to: each [`read`](Self::read) returns the
+/// whole records written since the previous one; a record still being
+/// written waits for the next call. A log that does not exist yet is read
+/// from its start once it does.
+#[derive(Debug)]
+pub struct LogReader {
+    path: PathBuf,
+    file: Option<File>,
+    /// Bytes read that do not make a whole record yet.
+    pending: Vec<u8>,
+    want: Option<LogStream>,
+}
+
+impl LogReader {
+    /// A reader of `path` keeping the streams in `want` (both when `None`),
+    /// from the log's start, or from its current end (its last whole
+    /// record) when `from_start` is false.
+    pub fn open(path: &Path, want: Option<LogStream>, from_start: bool) -> io::Result<LogReader> {
+        let mut r = LogReader {
+            path: path.to_owned(),
+            file: None,
+            pending: Vec::new(),
+            want,
+        };
+        r.reopen()?;
+        if let (false, Some(f)) = (from_start, &mut r.file) {
+            let end = whole_records_end(f)?;
+            f.seek(SeekFrom::Start(end))?;
+        }
+        Ok(r)
+    }
+
+    fn reopen(&mut self) -> io::Result<()> {
+        if self.file.is_none() {
+            match File::open(&self.path) {
+                Ok(f) => self.file = Some(f),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// The records appended since the last call (at most about `max`
+    /// bytes of them, more only to finish a record), in order; `None` at
+    /// the end of the log. The list may be empty when the bytes read were
+    /// only part of a record or of a stream not wanted.
+    pub fn read(&mut self, max: usize) -> io::Result<Option<Vec<(LogStream, Bytes)>>> {
+        self.reopen()?;
+        let Some(f) = &mut self.file else {
+            return Ok(None);
+        };
+        let start = self.pending.len();
+        self.pending.resize(start + max.max(HEADER), 0);
+        let n = match f.read(&mut self.pending[start..]) {
+            Ok(n) => n,
+            Err(e) => {
+                self.pending.truncate(start);
+                return Err(e);
+            }
+        };
+        self.pending.truncate(start + n);
+        if n == 0 {
+            return Ok(None);
+        }
+        let mut out = Vec::new();
+        let mut used = 0;
+        while let Some((tag, data, len)) = split_record(&self.pending[used..]) {
+            let stream = LogStream::from_tag(tag);
+            if let Some(s) = stream.filter(|s| self.want.is_none_or(|w| w == *s)) {
+                out.push((s, Bytes::copy_from_slice(data)));
+            }
+            used += len;
+        }
+        self.pending.drain(..used);
+        Ok(Some(out))
+    }
+}
+
+/// The offset just past the last whole record, found by hopping from
+/// header to header (the data is not read).
+fn whole_records_end(f: &File) -> io::Result<u64> {
+    let size = f.metadata()?.len();
+    let mut pos = 0u64;
+    let mut header = [0u8; HEADER];
+    while pos + HEADER as u64 <= size {
+        f.read_exact_at(&mut header, pos)?;
+        let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as u64;
+        let next = pos + HEADER as u64 + len;
+        if next > size {
+            break;
+        }
+        pos = next;
+    }
+    Ok(pos)
 }
 
 #[cfg(test)]
@@ -143,6 +260,56 @@ mod tests {
         assert_eq!(read_log(&path, Some(LogStream::Stdout))?, b"one\ntwo\n");
         assert_eq!(read_log(&path, Some(LogStream::Stderr))?, b"err\n");
         assert_eq!(read_log(&dir.path().join("none"), None)?, b"");
+        Ok(())
+    }
+
+    #[test]
+    fn reader_follows_appends_and_waits_for_whole_records() -> io::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("log");
+        let mut from_start = LogReader::open(&path, None, true)?;
+        assert_eq!(from_start.read(1024)?, None, "no log yet");
+        let w = LogWriter::open(&path)?;
+        w.append(LogStream::Stdout, b"one\n")?;
+        let mut from_end = LogReader::open(&path, Some(LogStream::Stderr), false)?;
+        let mut only_out = LogReader::open(&path, Some(LogStream::Stdout), true)?;
+        w.append(LogStream::Stderr, b"err\n")?;
+        assert_eq!(
+            from_start.read(1024)?,
+            Some(vec![
+                (LogStream::Stdout, Bytes::from_static(b"one\n")),
+                (LogStream::Stderr, Bytes::from_static(b"err\n"))
+            ])
+        );
+        assert_eq!(from_start.read(1024)?, None);
+        assert_eq!(
+            from_end.read(1024)?,
+            Some(vec![(LogStream::Stderr, Bytes::from_static(b"err\n"))])
+        );
+        assert_eq!(
+            only_out.read(1024)?,
+            Some(vec![(LogStream::Stdout, Bytes::from_static(b"one\n"))])
+        );
+        // A record written in two parts (a torn write seen mid-way) comes
+        // out whole, once.
+        let mut raw = OpenOptions::new().append(true).open(&path)?;
+        raw.write_all(&[1, 0, 0, 0, 6, b'h', b'a'])?;
+        assert_eq!(from_start.read(1024)?, Some(Vec::new()));
+        let mut late = LogReader::open(&path, None, false)?;
+        raw.write_all(b"lf\n\n")?;
+        assert_eq!(
+            from_start.read(1024)?,
+            Some(vec![(LogStream::Stdout, Bytes::from_static(b"half\n\n"))])
+        );
+        // Opened at the end while the record was torn: starts before it.
+        assert_eq!(late.read(1024)?.map(|v| v.len()), Some(1));
+        // Small reads still make progress through a large record.
+        w.append(LogStream::Stdout, &[7u8; 100])?;
+        let mut got = Vec::new();
+        while let Some(v) = from_start.read(8)? {
+            got.extend(v);
+        }
+        assert_eq!(got, vec![(LogStream::Stdout, Bytes::from(vec![7u8; 100]))]);
         Ok(())
     }
 

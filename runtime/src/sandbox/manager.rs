@@ -25,17 +25,22 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use cocoon_proto::{ErrorCode, Process, Rootfs};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use super::db::{Db, DbError};
 use super::files::{self, FileError, FileErrorKind};
-use super::logs::{read_log, LogStream, LogWriter};
+use super::logs::{read_log, LogReader, LogStream, LogWriter};
 use super::record::{now_rfc3339, ExitInfo, SandboxRecord, SandboxState};
-use super::spec::{exec_process, resolve_process, ExecSpec, SandboxSpec, SpecError};
+use super::spec::{
+    exec_process, resolve_process, ExecSpec, ExecStreamSpec, SandboxSpec, SpecError,
+};
+use super::stream::{self, OutputChunk, ProcessIo};
 use super::vmm::{kill_identity, Launch, VmmPaths, VmmProcess};
-use crate::agent::{self, AgentClient, ContainerSetup, OutputStream, Stdio, AGENT_VSOCK_PORT};
+use crate::agent::{
+    self, AgentClient, ContainerSetup, InputStream, OutputStream, Stdio, AGENT_VSOCK_PORT,
+};
 use crate::image::catalog::CatalogError;
 use crate::image::disk::{self, DiskError};
 use crate::image::{DiskFormat, ImageError, Images};
@@ -253,6 +258,10 @@ struct Slot {
     /// Serialises lifecycle changes of this sandbox.
     op: tokio::sync::Mutex<()>,
     live: Mutex<Option<Live>>,
+    /// Marked changed after each append to `init.log`, for followers.
+    log_appended: watch::Sender<()>,
+    /// The init's stdin (`stdin: true`) until an attach takes it.
+    init_stdin: Mutex<Option<InputStream>>,
 }
 
 /// A running sandbox's connections.
@@ -282,6 +291,8 @@ impl Slot {
             state,
             op: tokio::sync::Mutex::new(()),
             live: Mutex::new(None),
+            log_appended: watch::channel(()).0,
+            init_stdin: Mutex::new(None),
         })
     }
 
@@ -295,6 +306,12 @@ impl Slot {
 
     fn live(&self) -> Option<Live> {
         lock(&self.live).clone()
+    }
+
+    /// Takes the running VM's connections (and the init's stdin with them).
+    fn take_live(&self) -> Option<Live> {
+        lock(&self.init_stdin).take();
+        lock(&self.live).take()
     }
 
     fn scratch(&self) -> PathBuf {
@@ -483,6 +500,146 @@ impl SandboxManager {
         run_exec(&live.client, &exec_id, process, &spec)
             .instrument(span)
             .await
+    }
+
+    /// Starts a process in a running sandbox with its stdio streamed (see
+    /// [`ProcessIo`]); returns once it runs.
+    pub async fn exec_stream(
+        &self,
+        id: &str,
+        spec: ExecStreamSpec,
+    ) -> Result<ProcessIo, SandboxError> {
+        spec.validate()?;
+        let slot = self.inner.slot(id)?;
+        let live = slot.live().ok_or_else(|| SandboxError::WrongState {
+            id: id.to_string(),
+            state: slot.state(),
+            op: "exec",
+        })?;
+        let mut process = exec_process(&slot.record().process, &spec.as_exec())?;
+        process.terminal = spec.tty;
+        process.console_size = spec.size;
+        let stdio = Stdio {
+            stdin: spec.stdin,
+            stdout: true,
+            stderr: !spec.tty,
+            keep_output: false,
+        };
+        let exec_id = format!("x{}", self.inner.exec_seq.fetch_add(1, Ordering::Relaxed));
+        let span = tracing::info_span!("sandbox", id = %slot.id, exec = %exec_id);
+        let handle = live
+            .client
+            .exec(CONTAINER_ID, &exec_id, process, stdio)
+            .instrument(span.clone())
+            .await
+            .map_err(exec_refused)?;
+        let (io, ends) = stream::channels(spec.stdin);
+        span.in_scope(|| stream::drive_exec(live.client, handle, ends));
+        Ok(io)
+    }
+
+    /// Attaches to a sandbox's init process: its output from the log (all
+    /// of it with `logs`, else from now on) until the sandbox stops, then
+    /// its exit; resize and signal requests go to it; with `stdin`, the
+    /// init's stdin (the sandbox must have been created with `stdin`, and
+    /// only one attach can hold it; closing it is final). A sandbox that
+    /// has already stopped gives its log and exit at once (and takes no
+    /// input).
+    pub async fn attach(
+        &self,
+        id: &str,
+        stdin: bool,
+        logs: bool,
+    ) -> Result<ProcessIo, SandboxError> {
+        let slot = self.inner.slot(id)?;
+        let (io, ends) = stream::channels(stdin);
+        let output = self.follow(&slot, None, !logs, ends.output).await?;
+        let span = tracing::info_span!("sandbox", id = %slot.id, attach = true);
+        if let Some(rx) = ends.stdin {
+            let held = lock(&slot.init_stdin).take();
+            match held {
+                Some(s) => span.in_scope(|| stream::spawn_stdin(rx, s)),
+                // Too late to write to it: the init is gone.
+                None if slot.state() != SandboxState::Running => drop(rx),
+                None => {
+                    output.abort();
+                    return Err(SpecError::Invalid {
+                        field: "stdin",
+                        reason: "the sandbox's init has no stdin to attach: it was not \
+                                 created with stdin, or another attach holds it"
+                            .into(),
+                    }
+                    .into());
+                }
+            }
+        }
+        let mut control = ends.control;
+        let exit = ends.exit;
+        let s = slot.clone();
+        tokio::spawn(
+            async move {
+                while let Some(c) = control.recv().await {
+                    if let Some(live) = s.live() {
+                        stream::apply_control(&live.client, INIT_EXEC_ID, c).await;
+                    }
+                }
+            }
+            .instrument(span.clone()),
+        );
+        tokio::spawn(
+            async move {
+                let _ = output.await;
+                let r = slot.record();
+                let _ = exit.send(match (r.exit, r.reason) {
+                    (Some(e), _) => Ok(e),
+                    (None, reason) => Err(format!(
+                        "sandbox {} is {}{}",
+                        r.id,
+                        r.state,
+                        reason.map(|r| format!(": {r}")).unwrap_or_default()
+                    )),
+                });
+            }
+            .instrument(span),
+        );
+        Ok(io)
+    }
+
+    /// The init's output (`stream` selects one) from the start of the log
+    /// and then as it is written, until the sandbox has stopped.
+    pub async fn follow_logs(
+        &self,
+        id: &str,
+        stream: Option<LogStream>,
+    ) -> Result<mpsc::Receiver<OutputChunk>, SandboxError> {
+        let slot = self.inner.slot(id)?;
+        let (tx, rx) = mpsc::channel(stream::OUTPUT_QUEUE);
+        self.follow(&slot, stream, false, tx).await?;
+        Ok(rx)
+    }
+
+    /// Starts a task copying the slot's log into `tx` (see
+    /// [`stream::follow_log`]).
+    async fn follow(
+        &self,
+        slot: &Arc<Slot>,
+        want: Option<LogStream>,
+        from_end: bool,
+        tx: mpsc::Sender<OutputChunk>,
+    ) -> Result<JoinHandle<()>, SandboxError> {
+        // Subscribe before opening: an append in between is not missed.
+        let appended = slot.log_appended.subscribe();
+        let state = slot.state.subscribe();
+        let path = slot.init_log();
+        let reader = tokio::task::spawn_blocking(move || {
+            LogReader::open(&path, want, !from_end).map_err(io_err("read", &path))
+        })
+        .await
+        .map_err(|e| SandboxError::Task(e.to_string()))??;
+        let span = tracing::info_span!("sandbox", id = %slot.id);
+        Ok(tokio::spawn(
+            stream::follow_log(reader, tx, appended, state).instrument(span),
+        ))
     }
 
     /// Writes what `source` yields into the running sandbox at `path`: a
@@ -740,13 +897,20 @@ impl Inner {
         let process = slot.record().process;
         // The agent keeps the init's output while no daemon is connected
         // (a restart), so the workload never writes into a closed pipe.
+        let stdio = Stdio {
+            stdin: spec.stdin,
+            stdout: true,
+            stderr: !spec.tty,
+            keep_output: true,
+        };
         let mut handle = client
-            .exec(CONTAINER_ID, INIT_EXEC_ID, process, Stdio::kept_output())
+            .exec(CONTAINER_ID, INIT_EXEC_ID, process, stdio)
             .await
             .map_err(|e| match rejected(&e) {
                 Some((m, nf)) => BootFailure::Rejected(m, nf),
                 None => BootFailure::Other(format!("starting the init process: {e}")),
             })?;
+        *lock(&slot.init_stdin) = handle.take_stdin();
         let pumps = log_pumps(slot, handle.take_stdout(), handle.take_stderr())
             .map_err(|e| BootFailure::Other(format!("opening the log: {e}")))?;
         Ok((live, pumps))
@@ -854,7 +1018,7 @@ impl Inner {
                 })
             }
         }
-        let live = lock(&slot.live).take();
+        let live = slot.take_live();
         if let Some(live) = live {
             self.power_off(&live).await;
         }
@@ -897,7 +1061,7 @@ impl Inner {
             return;
         }
         tracing::warn!("sandbox failed: {reason}");
-        let live = lock(&slot.live).take();
+        let live = slot.take_live();
         if let Some(live) = live {
             live.vmm.kill_and_wait(KILL_TIMEOUT).await;
         }
@@ -916,7 +1080,7 @@ impl Inner {
             self.stop_slot(slot, None, Some(&guard)).await?;
         }
         // A VMM of a failed start may still be recorded.
-        let live = lock(&slot.live).take();
+        let live = slot.take_live();
         if let Some(live) = live {
             live.vmm.kill_and_wait(KILL_TIMEOUT).await;
         }
@@ -979,10 +1143,11 @@ impl Inner {
                         // The init's output again goes to its log, starting
                         // with what the agent kept while no daemon was
                         // connected.
-                        let pumps = match client
-                            .attach(CONTAINER_ID, INIT_EXEC_ID, Stdio::output())
-                            .await
-                        {
+                        let outputs = Stdio {
+                            stderr: !slot.record().spec.tty,
+                            ..Stdio::output()
+                        };
+                        let pumps = match client.attach(CONTAINER_ID, INIT_EXEC_ID, outputs).await {
                             Ok((out, err)) => log_pumps(&slot, out, err).unwrap_or_else(|e| {
                                 span.in_scope(|| tracing::warn!("init log: {e}"));
                                 Vec::new()
@@ -1095,14 +1260,33 @@ fn rejected(e: &agent::Error) -> Option<(String, bool)> {
     }
 }
 
-/// Copies one output stream of the init process into the log.
-async fn pump(mut stream: OutputStream, log: Arc<LogWriter>, which: LogStream) {
+/// An exec the agent did not start: the client's fault or not.
+fn exec_refused(e: agent::Error) -> SandboxError {
+    match rejected(&e) {
+        Some((message, nf)) => SandboxError::ProcessRejected {
+            failed_sandbox: None,
+            executable_not_found: nf,
+            message,
+        },
+        None => SandboxError::Agent(e),
+    }
+}
+
+/// Copies one output stream of the init process into the log, telling
+/// followers through `appended`.
+async fn pump(
+    mut stream: OutputStream,
+    log: Arc<LogWriter>,
+    which: LogStream,
+    appended: watch::Sender<()>,
+) {
     loop {
         match stream.next_chunk().await {
             Ok(Some(data)) => {
                 if let Err(e) = log.append(which, &data) {
                     tracing::warn!("writing {}: {e}", log.path().display());
                 }
+                appended.send_replace(());
             }
             Ok(None) => return,
             Err(e) => {
@@ -1124,7 +1308,8 @@ fn log_pumps(
     for (stream, which) in [(stdout, LogStream::Stdout), (stderr, LogStream::Stderr)] {
         if let Some(stream) = stream {
             pumps.push(tokio::spawn(
-                pump(stream, log.clone(), which).instrument(tracing::Span::current()),
+                pump(stream, log.clone(), which, slot.log_appended.clone())
+                    .instrument(tracing::Span::current()),
             ));
         }
     }
@@ -1145,14 +1330,7 @@ async fn run_exec(
     let mut h = client
         .exec(CONTAINER_ID, exec_id, process, stdio)
         .await
-        .map_err(|e| match rejected(&e) {
-            Some((message, nf)) => SandboxError::ProcessRejected {
-                failed_sandbox: None,
-                executable_not_found: nf,
-                message,
-            },
-            None => SandboxError::Agent(e),
-        })?;
+        .map_err(exec_refused)?;
     let stdin = h.take_stdin();
     let stdout = h.take_stdout();
     let stderr = h.take_stderr();

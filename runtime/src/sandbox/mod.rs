@@ -8,8 +8,12 @@
 //! running VMs over again. Each VM is a `cocoon-vmm` process of its own
 //! ([`vmm`]) that does not die with the daemon.
 //!
+//! Processes can also run with their stdio streamed both ways
+//! ([`SandboxManager::exec_stream`], [`SandboxManager::attach`] to the
+//! init, [`stream`]), and the init's log can be followed as it grows.
+//!
 //! Not here yet: networking (only `network: none`), the VMM jail, cgroups
-//! for the VMM process, streaming exec and file copies through the manager.
+//! for the VMM process, file copies through the manager.
 //!
 //! ```no_run
 //! use std::path::PathBuf;
@@ -38,6 +42,7 @@ pub mod logs;
 mod manager;
 pub mod record;
 pub mod spec;
+pub mod stream;
 pub mod vmm;
 
 pub use files::{FileError, FileErrorKind};
@@ -47,5 +52,6 @@ pub use manager::{
     INIT_EXEC_ID, MAX_EXEC_OUTPUT,
 };
 pub use record::{ExitInfo, SandboxRecord, SandboxState};
-pub use spec::{ExecSpec, Network, SandboxSpec, SpecError};
+pub use spec::{ExecSpec, ExecStreamSpec, Network, SandboxSpec, SpecError};
+pub use stream::{Control, Ending, OutputChunk, ProcessIo};
 pub use vmm::VmmPaths;

@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 
-use cocoon_proto::{Process, User};
+use cocoon_proto::{ConsoleSize, Process, User};
 use serde::{Deserialize, Serialize};
 
 use crate::image::DefaultProcess;
@@ -120,6 +120,14 @@ pub struct SandboxSpec {
     /// Free-form labels to find sandboxes by.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// Give the init process a stdin stream, to be written through an
+    /// attach (`docker run -i`); otherwise its stdin is `/dev/null`.
+    #[serde(default)]
+    pub stdin: bool,
+    /// Run the init process on a pseudo terminal (`docker run -t`): its
+    /// output is one stream, logged as stdout.
+    #[serde(default)]
+    pub tty: bool,
 }
 
 fn default_vcpus() -> u32 {
@@ -147,6 +155,8 @@ impl SandboxSpec {
             network: Network::None,
             timeout_s: None,
             labels: BTreeMap::new(),
+            stdin: false,
+            tty: false,
         }
     }
 
@@ -271,6 +281,69 @@ impl ExecSpec {
             }
         }
         Ok(())
+    }
+}
+
+/// A process to run in a sandbox with its stdio streamed both ways (the
+/// interactive exec): like [`ExecSpec`] without a fixed stdin or time
+/// limit, with a terminal if asked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecStreamSpec {
+    /// The command line (required).
+    pub cmd: Vec<String>,
+    /// `KEY=value` strings added to the sandbox's environment.
+    #[serde(default)]
+    pub env: Vec<String>,
+    /// Working directory; the sandbox's when absent.
+    #[serde(default)]
+    pub workdir: Option<String>,
+    /// `uid[:gid]` (or `root`); the sandbox's when absent.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// Give the process a stdin stream (else `/dev/null`).
+    #[serde(default)]
+    pub stdin: bool,
+    /// Run it on a pseudo terminal: stdout and stderr are one stream.
+    #[serde(default)]
+    pub tty: bool,
+    /// The terminal's initial size (with `tty`).
+    #[serde(default)]
+    pub size: Option<ConsoleSize>,
+}
+
+impl ExecStreamSpec {
+    /// A spec running `cmd` without stdin or terminal.
+    pub fn new(cmd: Vec<String>) -> Self {
+        ExecStreamSpec {
+            cmd,
+            env: Vec::new(),
+            workdir: None,
+            user: None,
+            stdin: false,
+            tty: false,
+            size: None,
+        }
+    }
+
+    /// The same process as a plain [`ExecSpec`] (no stdin data).
+    pub fn as_exec(&self) -> ExecSpec {
+        ExecSpec {
+            cmd: self.cmd.clone(),
+            env: self.env.clone(),
+            workdir: self.workdir.clone(),
+            user: self.user.clone(),
+            stdin: None,
+            timeout_s: None,
+        }
+    }
+
+    /// Checks every field.
+    pub fn validate(&self) -> Result<(), SpecError> {
+        if self.size.is_some() && !self.tty {
+            return Err(invalid("size", "only with tty"));
+        }
+        self.as_exec().validate()
     }
 }
 
@@ -436,7 +509,7 @@ pub fn resolve_process(image: &DefaultProcess, spec: &SandboxSpec) -> Result<Pro
         cwd,
         user,
         rlimits: Vec::new(),
-        terminal: false,
+        terminal: spec.tty,
         console_size: None,
         no_new_privileges: false,
         capabilities: None,
