@@ -75,12 +75,6 @@ impl From<SandboxError> for ApiError {
         let message = e.to_string();
         let (status, code) = match (&e, e.kind()) {
             (
-                SandboxError::InvalidSpec(cocoon_runtime::sandbox::SpecError::NetworkUnsupported(
-                    _,
-                )),
-                _,
-            ) => (StatusCode::BAD_REQUEST, "unsupported"),
-            (
                 SandboxError::ProcessRejected {
                     executable_not_found: true,
                     ..

@@ -27,6 +27,7 @@ struct Fake {
 }
 
 fn record(id: &str, spec: SandboxSpec) -> SandboxRecord {
+    let spec_network = spec.network;
     SandboxRecord {
         id: id.into(),
         state: SandboxState::Running,
@@ -54,6 +55,11 @@ fn record(id: &str, spec: SandboxSpec) -> SandboxRecord {
         deadline_unix: None,
         exit: None,
         vmm: None,
+        network: (spec_network == cocoon_runtime::sandbox::Network::Default).then(|| {
+            cocoon_runtime::network::HostNetwork::new(cocoon_runtime::network::Pool::DEFAULT)
+                .allocate(id)
+                .unwrap_or_else(|e| panic!("{e}"))
+        }),
     }
 }
 
@@ -372,13 +378,23 @@ async fn invalid_input_is_400_never_500() {
         &app,
         Method::POST,
         "/v1/sandboxes",
-        Some(r#"{"image":"busybox","network":"default"}"#),
+        Some(r#"{"image":"busybox","network":"host"}"#),
     )
     .await;
     assert_eq!(
         (a.status, a.error_code()),
-        (StatusCode::BAD_REQUEST, "unsupported".into())
+        (StatusCode::BAD_REQUEST, "invalid_request".into())
     );
+    let a = call(
+        &app,
+        Method::POST,
+        "/v1/sandboxes",
+        Some(r#"{"image":"busybox","network":"default"}"#),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::CREATED);
+    let v: serde_json::Value = serde_json::from_slice(&a.body).unwrap_or_default();
+    assert_eq!(v["network"]["ip"], "10.200.0.2", "{v}");
     let a = call(
         &app,
         Method::POST,
