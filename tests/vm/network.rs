@@ -50,7 +50,8 @@ impl Outside {
             "the network tests create namespaces and veths: run them as root (`make vm-test` does)"
         );
         let name = format!("cctest-out-{}", std::process::id());
-        let _ = Command::new("ip").args(["link", "del", "cctout0"]).status();
+        // A veth left by an earlier, killed run.
+        let _ = Command::new("ip").args(["link", "del", "cctout0"]).output();
         ip(&["netns", "add", &name]);
         let o = Outside { name };
         ip(&[
@@ -115,7 +116,7 @@ impl Outside {
 
 impl Drop for Outside {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["link", "del", "cctout0"]).status();
+        let _ = Command::new("ip").args(["link", "del", "cctout0"]).output();
         let _ = Command::new("ip")
             .args(["netns", "del", &self.name])
             .status();
