@@ -220,6 +220,33 @@ impl Drop for Daemon {
             // is a signal to a process that has just exited.
             unsafe { libc::kill(pid, libc::SIGKILL) };
         }
+        // Networks of sandboxes a failed test left (`network: default`):
+        // their addresses would clash with the next test's sandboxes.
+        let ids: Vec<String> = std::fs::read_dir(self.state().join("sandboxes"))
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        for id in ids {
+            if Path::new("/sys/class/net")
+                .join(format!("coc{id}"))
+                .exists()
+            {
+                let _ = Command::new("ip")
+                    .args(["link", "del", &format!("coc{id}")])
+                    .output();
+            }
+            if Path::new("/run/netns")
+                .join(format!("cocoon-{id}"))
+                .exists()
+            {
+                let _ = Command::new("ip")
+                    .args(["netns", "del", &format!("cocoon-{id}")])
+                    .output();
+            }
+        }
     }
 }
 

@@ -156,8 +156,22 @@ impl HostNetwork {
     /// created yet ([`setup`](Self::setup) does).
     pub fn allocate(&self, id: &str) -> Result<SandboxNetwork, NetError> {
         let names = LinkNames::for_sandbox(id).ok_or_else(|| NetError::BadId(id.to_string()))?;
+        let routed = host_routes();
         let mut a = lock(&self.alloc);
-        let s = a.allocate().ok_or(NetError::PoolExhausted(a.pool()))?;
+        // Subnets the host already routes somewhere (another daemon on the
+        // same pool, links of a sandbox whose state was lost) are skipped:
+        // a second link with the same /30 would steal its replies.
+        let mut skipped = Vec::new();
+        let found = loop {
+            match a.allocate() {
+                Some(s) if routed.iter().any(|r| r.within(s)) => skipped.push(s),
+                other => break other,
+            }
+        };
+        for s in skipped {
+            a.release(s);
+        }
+        let s = found.ok_or(NetError::PoolExhausted(a.pool()))?;
         Ok(SandboxNetwork {
             ip: s.guest(),
             prefix_len: SUBNET_PREFIX,
@@ -273,6 +287,47 @@ impl HostNetwork {
     }
 }
 
+/// An IPv4 route of the host's main table: destination and mask.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Route {
+    dest: u32,
+    mask: u32,
+}
+
+impl Route {
+    /// Whether the route is for `s` or a part of it (a default or wider
+    /// route is not: the sandbox's /30 is more specific and wins).
+    fn within(&self, s: Subnet) -> bool {
+        let net = u32::from(s.host()) & !3;
+        self.mask >= 0xffff_fffc && self.dest & 0xffff_fffc == net
+    }
+}
+
+/// The host's IPv4 routes (`/proc/net/route`); none when unreadable.
+fn host_routes() -> Vec<Route> {
+    parse_routes(&std::fs::read_to_string("/proc/net/route").unwrap_or_default())
+}
+
+/// Parses `/proc/net/route`: addresses are printed as the hex of the
+/// network-order word read natively.
+fn parse_routes(text: &str) -> Vec<Route> {
+    let word = |h: &str| {
+        u32::from_str_radix(h, 16)
+            .ok()
+            .map(|v| u32::from_be_bytes(v.to_ne_bytes()))
+    };
+    text.lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            Some(Route {
+                dest: word(f.get(1)?)?,
+                mask: word(f.get(7)?)?,
+            })
+        })
+        .collect()
+}
+
 /// Writes `value` to `/proc/sys/net/<rel>`.
 fn write_sysctl(rel: &str, value: &str) -> Result<(), NetError> {
     let path = Path::new("/proc/sys/net").join(rel);
@@ -309,6 +364,33 @@ mod tests {
         assert!(json.contains("\"ip\":\"10.200.0.2\""), "{json}");
         let back: SandboxNetwork = serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(back, n);
+    }
+
+    #[test]
+    fn routes_parse_and_only_a_subnets_own_routes_conflict() {
+        let le = cfg!(target_endian = "little");
+        // 192.0.2.0/24 and 10.200.0.4/30 as the kernel prints them here.
+        let (net, mask24, sub, mask30) = if le {
+            ("000200C0", "00FFFFFF", "0400C80A", "FCFFFFFF")
+        } else {
+            ("C0000200", "FFFFFF00", "0AC80004", "FFFFFFFC")
+        };
+        let text = format!(
+            "Iface\tDestination\tGateway\tFlags\tRefCnt\tUse\tMetric\tMask\tMTU\tWindow\tIRTT\n\
+             eth0\t00000000\t010200C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n\
+             eth0\t{net}\t00000000\t0001\t0\t0\t0\t{mask24}\t0\t0\t0\n\
+             cocx\t{sub}\t00000000\t0001\t0\t0\t0\t{mask30}\t0\t0\t0\n"
+        );
+        let routes = parse_routes(&text);
+        assert_eq!(routes.len(), 3);
+        assert_eq!(routes[1].dest, u32::from(Ipv4Addr::new(192, 0, 2, 0)));
+        let taken = Subnet::containing(Ipv4Addr::new(10, 200, 0, 6));
+        let free = Subnet::containing(Ipv4Addr::new(10, 200, 0, 2));
+        assert!(routes.iter().any(|r| r.within(taken)));
+        assert!(
+            !routes.iter().any(|r| r.within(free)),
+            "default and /24 do not count"
+        );
     }
 
     #[test]

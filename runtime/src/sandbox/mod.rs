@@ -8,8 +8,11 @@
 //! running VMs over again. Each VM is a `cocoon-vmm` process of its own
 //! ([`vmm`]) that does not die with the daemon.
 //!
-//! Not here yet: networking (only `network: none`), the VMM jail, cgroups
-//! for the VMM process, streaming exec and file copies through the manager.
+//! Networking (`network: default`) is [`crate::network`]'s; the manager
+//! allocates, sets up and releases it with the sandbox's lifecycle.
+//!
+//! Not here yet: the VMM jail, cgroups for the VMM process, streaming exec
+//! and file copies through the manager.
 //!
 //! ```no_run
 //! use std::path::PathBuf;
