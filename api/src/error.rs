@@ -85,6 +85,10 @@ impl From<SandboxError> for ApiError {
                 (StatusCode::BAD_REQUEST, "process_rejected")
             }
             (SandboxError::ImageNotFound(_), _) => (StatusCode::NOT_FOUND, "image_not_found"),
+            // Capacity, not a fault: the client may try again later.
+            (SandboxError::Network(cocoon_runtime::network::NetError::PoolExhausted(_)), _) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "network_exhausted")
+            }
             (SandboxError::CreateFailed { .. }, _) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "sandbox_failed")
             }

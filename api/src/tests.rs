@@ -89,6 +89,13 @@ impl Backend for Fake {
         if spec.image == "missing" {
             return Err(SandboxError::ImageNotFound(spec.image));
         }
+        if spec.image == "crowded" {
+            return Err(SandboxError::Network(
+                cocoon_runtime::network::NetError::PoolExhausted(
+                    cocoon_runtime::network::Pool::DEFAULT,
+                ),
+            ));
+        }
         if spec.cmd.first().map(String::as_str) == Some("nonexistent") {
             return Err(SandboxError::ProcessRejected {
                 failed_sandbox: Some("bad".into()),
@@ -395,6 +402,17 @@ async fn invalid_input_is_400_never_500() {
     assert_eq!(a.status, StatusCode::CREATED);
     let v: serde_json::Value = serde_json::from_slice(&a.body).unwrap_or_default();
     assert_eq!(v["network"]["ip"], "10.200.0.2", "{v}");
+    let a = call(
+        &app,
+        Method::POST,
+        "/v1/sandboxes",
+        Some(r#"{"image":"crowded","network":"default"}"#),
+    )
+    .await;
+    assert_eq!(
+        (a.status, a.error_code()),
+        (StatusCode::SERVICE_UNAVAILABLE, "network_exhausted".into())
+    );
     let a = call(
         &app,
         Method::POST,

@@ -476,3 +476,23 @@ fn network_none_sandbox_has_only_loopback() {
     assert_eq!(all_sandbox_links(), Vec::<String>::new());
     d.assert_nothing_left();
 }
+
+#[test]
+fn a_networked_sandbox_whose_init_cannot_start_leaves_nothing() {
+    let d = Daemon::start();
+    d.ok(&["import", "--builtin", "busybox"]);
+    // The VM and its network come up, then the agent refuses the init: the
+    // create fails and --rm removes the failed sandbox.
+    let out = d.cli(&[
+        "run",
+        "--rm",
+        "--network",
+        "default",
+        "busybox",
+        "--",
+        "/no/such/program",
+    ]);
+    assert_eq!(out.status.code(), Some(127), "{}", show(&out));
+    assert_eq!(all_sandbox_links(), Vec::<String>::new(), "{}", d.log());
+    d.assert_nothing_left();
+}
