@@ -15,6 +15,8 @@ pkgs=(
   erofs-utils e2fsprogs
   # registry pull tests: a local registry, pushing to it, TLS and basic-auth set-up
   docker-registry skopeo openssl apache2-utils
+  # sandbox networking (network: default): ip, tc, nft
+  iproute2 nftables
   # scripts
   jq python3
 )

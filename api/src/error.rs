@@ -76,12 +76,6 @@ impl From<SandboxError> for ApiError {
         let message = e.to_string();
         let (status, code) = match (&e, e.kind()) {
             (
-                SandboxError::InvalidSpec(cocoon_runtime::sandbox::SpecError::NetworkUnsupported(
-                    _,
-                )),
-                _,
-            ) => (StatusCode::BAD_REQUEST, "unsupported"),
-            (
                 SandboxError::ProcessRejected {
                     executable_not_found: true,
                     ..
@@ -97,6 +91,10 @@ impl From<SandboxError> for ApiError {
                 FileErrorKind::PermissionDenied => (StatusCode::FORBIDDEN, "permission_denied"),
                 FileErrorKind::Invalid => (StatusCode::BAD_REQUEST, "file_error"),
             },
+            // Capacity, not a fault: the client may try again later.
+            (SandboxError::Network(cocoon_runtime::network::NetError::PoolExhausted(_)), _) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "network_exhausted")
+            }
             (SandboxError::CreateFailed { .. }, _) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "sandbox_failed")
             }

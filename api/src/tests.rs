@@ -107,6 +107,7 @@ fn fake_process(cmd: &str, ends: ProcessEnds, produced: Arc<AtomicU64>) {
 }
 
 fn record(id: &str, spec: SandboxSpec) -> SandboxRecord {
+    let spec_network = spec.network;
     SandboxRecord {
         id: id.into(),
         state: SandboxState::Running,
@@ -134,6 +135,11 @@ fn record(id: &str, spec: SandboxSpec) -> SandboxRecord {
         deadline_unix: None,
         exit: None,
         vmm: None,
+        network: (spec_network == cocoon_runtime::sandbox::Network::Default).then(|| {
+            cocoon_runtime::network::HostNetwork::new(cocoon_runtime::network::Pool::DEFAULT)
+                .allocate(id)
+                .unwrap_or_else(|e| panic!("{e}"))
+        }),
     }
 }
 
@@ -162,6 +168,13 @@ impl Backend for Fake {
     async fn create(&self, spec: SandboxSpec) -> Result<SandboxRecord, SandboxError> {
         if spec.image == "missing" {
             return Err(SandboxError::ImageNotFound(spec.image));
+        }
+        if spec.image == "crowded" {
+            return Err(SandboxError::Network(
+                cocoon_runtime::network::NetError::PoolExhausted(
+                    cocoon_runtime::network::Pool::DEFAULT,
+                ),
+            ));
         }
         if spec.cmd.first().map(String::as_str) == Some("nonexistent") {
             return Err(SandboxError::ProcessRejected {
@@ -599,12 +612,33 @@ async fn invalid_input_is_400_never_500() {
         &app,
         Method::POST,
         "/v1/sandboxes",
-        Some(r#"{"image":"busybox","network":"default"}"#),
+        Some(r#"{"image":"busybox","network":"host"}"#),
     )
     .await;
     assert_eq!(
         (a.status, a.error_code()),
-        (StatusCode::BAD_REQUEST, "unsupported".into())
+        (StatusCode::BAD_REQUEST, "invalid_request".into())
+    );
+    let a = call(
+        &app,
+        Method::POST,
+        "/v1/sandboxes",
+        Some(r#"{"image":"busybox","network":"default"}"#),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::CREATED);
+    let v: serde_json::Value = serde_json::from_slice(&a.body).unwrap_or_default();
+    assert_eq!(v["network"]["ip"], "10.200.0.2", "{v}");
+    let a = call(
+        &app,
+        Method::POST,
+        "/v1/sandboxes",
+        Some(r#"{"image":"crowded","network":"default"}"#),
+    )
+    .await;
+    assert_eq!(
+        (a.status, a.error_code()),
+        (StatusCode::SERVICE_UNAVAILABLE, "network_exhausted".into())
     );
     let a = call(
         &app,

@@ -15,6 +15,7 @@ mod container;
 mod debug_port;
 mod files;
 mod init;
+mod net;
 mod reaper;
 mod relay;
 mod server;
@@ -114,6 +115,17 @@ fn serve() -> ! {
         log(&format!(
             "cannot leave the initramfs, containers will not start: {e}"
         ));
+    }
+    // Before the first answer to the host: once it reaches the agent, the
+    // guest's network is ready.
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    match net::from_cmdline(&cmdline) {
+        Ok(cfg) => {
+            if let Err(e) = net::setup(cfg.as_ref()) {
+                log(&format!("network set-up failed: {e}"));
+            }
+        }
+        Err(e) => log(&format!("network set-up skipped: {e}")),
     }
     // The workload must never be able to get the agent OOM-killed.
     let _ = std::fs::write("/proc/self/oom_score_adj", "-1000");

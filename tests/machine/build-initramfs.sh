@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds (once, cached) the initramfs of the test machine: busybox, the
 # modules Debian's stock kernel needs for 9p over virtio-pci and for
-# kvm_amd, and init.sh. Prints "KERNEL INITRAMFS" on stdout.
+# kvm_amd, and init.sh (which has the kernel load any other module from the
+# host's /lib/modules on demand). Prints "KERNEL INITRAMFS" on stdout.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 cache=${COCOON_CACHE:-/var/cache/cocoon}

@@ -9,6 +9,13 @@ mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
 for m in $(cat /modules/order); do insmod "/modules/$m" || echo "test-machine: insmod $m failed" > /dev/ttyS0; done
+# Modules the kernel asks for on demand (veth, tun, nf_tables and its
+# expressions, tc's u32 and mirred, ...) come from the host's /lib/modules
+# through the chroot, as on a real host: the kernel's modprobe helper runs
+# in this initramfs, which has no modules tree of its own.
+printf '#!/bin/busybox sh\nexec /bin/busybox chroot /host /sbin/modprobe "$@"\n' > /bin/host-modprobe
+chmod 755 /bin/host-modprobe
+echo /bin/host-modprobe > /proc/sys/kernel/modprobe
 scratch=$(sed -n 's/.*cocoon.scratch=\([^ ]*\).*/\1/p' /proc/cmdline)
 # The host's root, read-only over 9p, under a tmpfs overlay: every host path
 # is visible (wherever the repository was cloned), and writes land in the

@@ -6,6 +6,7 @@
 
 #![warn(missing_docs)]
 
+pub mod daemon;
 pub mod sandbox;
 
 use std::io::Read;

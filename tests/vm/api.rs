@@ -1,249 +1,12 @@
 //! cocoond and the cocoon CLI end to end: a real daemon on a temporary
 //! state directory and socket, real sandboxes, and checks that nothing is
-//! left behind. The binaries come from `$COCOOND` / `$COCOON_CLI` (set by
-//! `make vm-test`), else from next to this test binary's target directory.
+//! left behind (the daemon harness is `cocoon_tests::daemon`).
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use cocoon_tests::{initrd, kernel, require_linux_kvm, vmm_bin, BOOT_DEADLINE};
-
-/// Longest any single CLI command may take (a `run` boots a VM).
-const CLI_DEADLINE: Duration = Duration::from_secs(700);
-
-fn api_bin(var: &str, name: &str) -> PathBuf {
-    if let Some(p) = std::env::var_os(var) {
-        return PathBuf::from(p);
-    }
-    // target/<profile>/deps/vm-HASH -> target/<profile>/NAME
-    let exe = std::env::current_exe().unwrap();
-    let p = exe.parent().and_then(Path::parent).unwrap().join(name);
-    assert!(
-        p.exists(),
-        "{} not found: set {var} or build it (`cargo build --release -p cocoon-api`)",
-        p.display()
-    );
-    p
-}
-
-/// A cocoond process on its own state directory. Dropping it kills the
-/// daemon and any VMM it left (so a failed test does not leak VMs).
-pub(crate) struct Daemon {
-    child: Option<Child>,
-    dir: tempfile::TempDir,
-    /// More cocoond arguments.
-    extra: Vec<String>,
-}
-
-impl Daemon {
-    pub(crate) fn start() -> Daemon {
-        Daemon::start_with(&[])
-    }
-
-    fn start_with(extra: &[&str]) -> Daemon {
-        require_linux_kvm();
-        let dir = tempfile::Builder::new()
-            .prefix("cocoond")
-            .tempdir()
-            .unwrap();
-        let extra = extra.iter().map(|s| s.to_string()).collect();
-        let mut d = Daemon {
-            child: None,
-            dir,
-            extra,
-        };
-        d.spawn();
-        d
-    }
-
-    fn state(&self) -> PathBuf {
-        self.dir.path().join("state")
-    }
-
-    fn socket(&self) -> PathBuf {
-        self.dir.path().join("cocoond.sock")
-    }
-
-    pub(crate) fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("cocoond.log")).unwrap_or_default()
-    }
-
-    fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join("cocoond.log"))
-            .unwrap();
-        let child = Command::new(api_bin("COCOOND", "cocoond"))
-            .arg("--socket")
-            .arg(self.socket())
-            .arg("--state-dir")
-            .arg(self.state())
-            .arg("--vmm")
-            .arg(vmm_bin())
-            .arg("--kernel")
-            .arg(kernel())
-            .arg("--initrd")
-            .arg(initrd())
-            .args(if self.extra.iter().any(|a| a == "--boot-timeout") {
-                vec![]
-            } else {
-                vec![
-                    "--boot-timeout".to_string(),
-                    BOOT_DEADLINE.as_secs().to_string(),
-                ]
-            })
-            .args(&self.extra)
-            .env("COCOON_LOG", "debug")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-        let start = Instant::now();
-        loop {
-            if self.socket().exists() && self.cli(&["ps"]).status.success() {
-                return;
-            }
-            if let Some(s) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("cocoond exited ({s}) before serving\n{}", self.log());
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(60),
-                "cocoond did not serve within 60 s\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    /// Stops the daemon with SIGTERM and waits for it.
-    fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        // SAFETY: kill(2) on the pid of our own unreaped child.
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        let start = Instant::now();
-        while child.try_wait().unwrap().is_none() {
-            if start.elapsed() > Duration::from_secs(30) {
-                let _ = child.kill();
-                panic!("cocoond did not stop on SIGTERM\n{}", self.log());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// The CLI with `args`, against this daemon, not started.
-    pub(crate) fn command(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(api_bin("COCOON_CLI", "cocoon"));
-        c.arg("--socket").arg(self.socket()).args(args);
-        c
-    }
-
-    /// Runs the CLI against this daemon, bounded by [`CLI_DEADLINE`].
-    pub(crate) fn cli(&self, args: &[&str]) -> Output {
-        let mut child = self
-            .command(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let start = Instant::now();
-        while child.try_wait().unwrap().is_none() {
-            if start.elapsed() > CLI_DEADLINE {
-                let _ = child.kill();
-                let out = child.wait_with_output().unwrap();
-                panic!(
-                    "cocoon {args:?} did not finish within {CLI_DEADLINE:?}\n{}\n--- cocoond log\n{}",
-                    show(&out),
-                    self.log()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        child.wait_with_output().unwrap()
-    }
-
-    /// Runs the CLI and requires success; returns stdout.
-    pub(crate) fn ok(&self, args: &[&str]) -> String {
-        let out = self.cli(args);
-        assert!(
-            out.status.success(),
-            "cocoon {args:?} failed\n{}\n--- cocoond log\n{}",
-            show(&out),
-            self.log()
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// Pids of live `cocoon-vmm` processes whose command line mentions this
-    /// state directory (their disk and socket paths are under it).
-    fn vmm_pids(&self) -> Vec<i32> {
-        let needle = self.state().display().to_string();
-        let mut pids = Vec::new();
-        for e in std::fs::read_dir("/proc").unwrap().flatten() {
-            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
-                continue;
-            };
-            let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
-            let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
-            let zombie = stat
-                .rsplit(')')
-                .next()
-                .is_some_and(|r| r.trim_start().starts_with('Z'));
-            let argv0 = cmdline.split(|b| *b == 0).next().unwrap_or_default();
-            let is_vmm = argv0.ends_with(b"cocoon-vmm");
-            if is_vmm && !zombie && String::from_utf8_lossy(&cmdline).contains(&needle) {
-                pids.push(pid);
-            }
-        }
-        pids
-    }
-
-    /// Asserts nothing of any sandbox is left: no record, VMM, socket or file.
-    pub(crate) fn assert_nothing_left(&self) {
-        assert_eq!(self.ok(&["ps", "-aq"]).trim(), "", "sandboxes remain");
-        assert_eq!(self.vmm_pids(), Vec::<i32>::new(), "VMM processes remain");
-        let left: Vec<PathBuf> = std::fs::read_dir(self.state().join("sandboxes"))
-            .unwrap()
-            .flatten()
-            .map(|e| e.path())
-            .collect();
-        assert_eq!(left, Vec::<PathBuf>::new(), "sandbox files remain");
-    }
-
-    pub(crate) fn inspect(&self, id: &str) -> serde_json::Value {
-        let v: serde_json::Value = serde_json::from_str(&self.ok(&["inspect", id])).unwrap();
-        v[0].clone()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        for pid in self.vmm_pids() {
-            // SAFETY: kill(2) with a pid read from /proc; the worst case
-            // is a signal to a process that has just exited.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-        }
-    }
-}
-
-pub(crate) fn show(out: &Output) -> String {
-    format!(
-        "status: {}\n--- stdout\n{}\n--- stderr\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
+use cocoon_tests::daemon::{show, Daemon};
 
 #[test]
 fn cli_run_rm_prints_output_returns_exit_code_and_leaves_nothing() {
@@ -632,17 +395,22 @@ fn twenty_concurrent_creates_all_run_and_delete_cleanly() {
 fn two_hundred_create_delete_cycles_leak_nothing() {
     let d = Daemon::start();
     d.ok(&["import", "--builtin", "busybox"]);
-    let daemon_pid = d.child.as_ref().unwrap().id();
+    let daemon_pid = d.pid();
+    // Every other sandbox is networked (namespace, veth, TAP, address).
     let cycle = |i: usize| {
+        let network = if i % 2 == 0 { "default" } else { "none" };
+        let code = (i % 7).to_string();
         let out = d.cli(&[
             "run",
             "--rm",
+            "--network",
+            network,
             "busybox",
             "--",
             "sh",
             "-c",
             "exit $0",
-            &(i % 7).to_string(),
+            &code,
         ]);
         assert_eq!(
             out.status.code(),
@@ -665,6 +433,23 @@ fn two_hundred_create_delete_cycles_leak_nothing() {
         mounts_under(&d.state()),
         Vec::<String>::new(),
         "mounts remain"
+    );
+    let netns = Command::new("ip").args(["netns", "list"]).output().unwrap();
+    let netns = String::from_utf8_lossy(&netns.stdout);
+    assert!(
+        !netns.contains("cocoon-"),
+        "network namespaces remain: {netns}"
+    );
+    let links = Command::new("ip")
+        .args(["-o", "link", "show"])
+        .output()
+        .unwrap();
+    let links = String::from_utf8_lossy(&links.stdout);
+    assert!(
+        !links
+            .lines()
+            .any(|l| l.split(": ").nth(1).is_some_and(|n| n.starts_with("coc"))),
+        "sandbox interfaces remain: {links}"
     );
     let fds_after = fd_count(daemon_pid);
     assert!(

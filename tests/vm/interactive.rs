@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
-use crate::api::{show, Daemon};
+use cocoon_tests::daemon::{show, Daemon};
 
 /// Longest wait for a piece of output (a `run` boots a VM first).
 const OUTPUT_DEADLINE: Duration = Duration::from_secs(240);

@@ -9,5 +9,6 @@ mod boot;
 mod interactive;
 mod lifecycle;
 mod net;
+mod network;
 mod virtio;
 mod vsock;

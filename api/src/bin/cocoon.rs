@@ -89,8 +89,9 @@ enum Cmd {
         /// Size of the writable scratch disk (e.g. 2g).
         #[arg(long, value_name = "SIZE")]
         disk: Option<String>,
-        /// Network: none (default is not supported yet).
-        #[arg(long, value_name = "MODE")]
+        /// Network: none (no NIC, the default) or default (outbound access
+        /// through NAT; no access to other sandboxes or the host).
+        #[arg(long, value_name = "none|default")]
         network: Option<String>,
         /// Label the sandbox (KEY=value).
         #[arg(short = 'l', long = "label", value_name = "K=V")]

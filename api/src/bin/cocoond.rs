@@ -64,6 +64,10 @@ struct Args {
     /// Seconds a stopping guest may take to power off before it is killed.
     #[arg(long, default_value_t = 10)]
     stop_timeout: u64,
+    /// IPv4 range `network: default` sandboxes take their /30 subnets from
+    /// (give each daemon on a host its own).
+    #[arg(long, value_name = "CIDR", default_value = "10.200.0.0/16")]
+    network_pool: cocoon_runtime::network::Pool,
 }
 
 /// The first of `candidates` that exists, or an error naming them all.
@@ -164,6 +168,7 @@ async fn run(args: Args, paths: VmmPaths, token: Option<String>) -> Result<()> {
     let mut cfg = ManagerConfig::new(args.state_dir.clone(), paths.clone());
     cfg.boot_timeout = Duration::from_secs(args.boot_timeout);
     cfg.stop_timeout = Duration::from_secs(args.stop_timeout);
+    cfg.network_pool = args.network_pool;
     let manager = SandboxManager::open(cfg)
         .await
         .with_context(|| format!("opening state directory {}", args.state_dir.display()))?;

@@ -119,6 +119,7 @@ mod tests {
             deadline_unix: None,
             exit: None,
             vmm: None,
+            network: None,
         }
     }
 

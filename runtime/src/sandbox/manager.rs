@@ -14,6 +14,13 @@
 //! (the init process's output, see [`logs`](super::logs)). The scratch disk
 //! and socket are removed when the sandbox stops or fails; the logs stay
 //! until it is deleted.
+//!
+//! A sandbox with `network: default` is given its address when its record
+//! is made (so a record is the allocation, and a restarted daemon rebuilds
+//! the allocator from the records), its namespace, veth pair and TAP just
+//! before its VMM starts, and gives all of them back whenever its VM is
+//! gone: stop, failure of any kind, delete, or a daemon start that finds
+//! its VMM dead ([`crate::network`]).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs;
@@ -34,7 +41,7 @@ use super::files::{self, FileError, FileErrorKind};
 use super::logs::{read_log, LogReader, LogStream, LogWriter};
 use super::record::{now_rfc3339, ExitInfo, SandboxRecord, SandboxState};
 use super::spec::{
-    exec_process, resolve_process, ExecSpec, ExecStreamSpec, SandboxSpec, SpecError,
+    exec_process, resolve_process, ExecSpec, ExecStreamSpec, Network, SandboxSpec, SpecError,
 };
 use super::stream::{self, OutputChunk, ProcessIo};
 use super::vmm::{kill_identity, Launch, VmmPaths, VmmProcess};
@@ -44,6 +51,7 @@ use crate::agent::{
 use crate::image::catalog::CatalogError;
 use crate::image::disk::{self, DiskError};
 use crate::image::{DiskFormat, ImageError, Images};
+use crate::network::{self, HostNetwork, NetError, Pool};
 
 /// The container id every sandbox uses inside its VM.
 pub const CONTAINER_ID: &str = "main";
@@ -73,16 +81,20 @@ pub struct ManagerConfig {
     /// Longest wait for the guest to power off when stopping, before the
     /// VMM is killed.
     pub stop_timeout: Duration,
+    /// Where `network: default` sandboxes take their /30 subnets from.
+    pub network_pool: Pool,
 }
 
 impl ManagerConfig {
-    /// A configuration with the usual time limits (60 s boot, 10 s stop).
+    /// A configuration with the usual time limits (60 s boot, 10 s stop)
+    /// and the default network pool (`10.200.0.0/16`).
     pub fn new(state_dir: PathBuf, vmm: VmmPaths) -> Self {
         ManagerConfig {
             state_dir,
             vmm,
             boot_timeout: Duration::from_secs(60),
             stop_timeout: Duration::from_secs(10),
+            network_pool: Pool::DEFAULT,
         }
     }
 }
@@ -160,6 +172,9 @@ pub enum SandboxError {
     /// A background task failed.
     #[error("internal task failed: {0}")]
     Task(String),
+    /// The sandbox's network could not be given or taken back.
+    #[error("network: {0}")]
+    Network(#[from] NetError),
 }
 
 /// Broad classes of [`SandboxError`], for callers that map them (to HTTP
@@ -245,6 +260,7 @@ struct Inner {
     cfg: ManagerConfig,
     images: Images,
     db: Db,
+    net: HostNetwork,
     slots: Mutex<HashMap<String, Arc<Slot>>>,
     exec_seq: AtomicU64,
 }
@@ -347,10 +363,21 @@ impl SandboxManager {
         let images = Images::open(&cfg.state_dir)?;
         let db = Db::open(&cfg.state_dir.join("sandboxes.redb"))?;
         let records = db.all()?;
+        let net = HostNetwork::new(cfg.network_pool);
+        // Every recorded allocation is taken before anything new can be
+        // allocated (reattaching releases those of dead sandboxes).
+        for r in &records {
+            if let Some(n) = &r.network {
+                if !net.reserve(n) {
+                    tracing::error!(id = %r.id, ip = %n.ip, "two sandbox records hold the same subnet");
+                }
+            }
+        }
         let inner = Arc::new(Inner {
             cfg,
             images,
             db,
+            net,
             slots: Mutex::new(HashMap::new()),
             exec_seq: AtomicU64::new(unix_now().wrapping_mul(1000)),
         });
@@ -360,6 +387,17 @@ impl SandboxManager {
             inner.reattach(record).await;
         }
         inner.remove_unknown_dirs(&sandboxes, &known);
+        // Running networked sandboxes depend on the host's firewall and
+        // forwarding: put them back should they have been lost (a firewall
+        // reload that flushed every table).
+        let networked = lock(&inner.slots)
+            .values()
+            .any(|s| s.state() == SandboxState::Running && s.record().network.is_some());
+        if networked {
+            if let Err(e) = inner.net.prepare_host().await {
+                tracing::error!("preparing the host's network: {e}");
+            }
+        }
         Ok(SandboxManager { inner })
     }
 
@@ -433,6 +471,11 @@ impl SandboxManager {
             *out.entry(s.state()).or_insert(0) += 1;
         }
         out
+    }
+
+    /// How many `network: default` subnets are allocated.
+    pub fn network_allocations(&self) -> usize {
+        self.inner.net.in_use()
     }
 
     /// Image digests some sandbox uses (not to be removed).
@@ -738,8 +781,20 @@ impl Inner {
                 break id;
             }
         };
+        let network = match spec.network {
+            Network::None => None,
+            Network::Default => Some(self.net.allocate(&id)?),
+        };
+        let free = |n: &Option<network::SandboxNetwork>| {
+            if let Some(n) = n {
+                self.net.free(n);
+            }
+        };
         let dir = self.sandbox_dir(&id);
-        fs::create_dir(&dir).map_err(io_err("create directory", &dir))?;
+        if let Err(e) = fs::create_dir(&dir) {
+            free(&network);
+            return Err(io_err("create directory", &dir)(e));
+        }
         let record = SandboxRecord {
             id: id.clone(),
             state: SandboxState::Creating,
@@ -753,9 +808,11 @@ impl Inner {
             deadline_unix: None,
             exit: None,
             vmm: None,
+            network: network.clone(),
         };
         if let Err(e) = self.db.put(&record) {
             let _ = fs::remove_dir_all(&dir);
+            free(&network);
             return Err(e.into());
         }
         let slot = Slot::new(dir, record);
@@ -808,7 +865,7 @@ impl Inner {
                 if let Some(vmm) = vmm {
                     vmm.kill_and_wait(KILL_TIMEOUT).await;
                 }
-                self.release_files(&slot);
+                self.release(&slot).await;
                 self.update(&slot, |r| {
                     r.state = SandboxState::Failed;
                     r.reason = Some(reason.clone());
@@ -848,6 +905,17 @@ impl Inner {
             .map_err(|e| BootFailure::Other(format!("scratch disk task: {e}")))?
             .map_err(|e| BootFailure::Other(format!("scratch disk: {e}")))?;
 
+        let network = slot.record().network;
+        if let Some(n) = &network {
+            let t = std::time::Instant::now();
+            self.net
+                .setup(n)
+                .await
+                .map_err(|e| BootFailure::Other(format!("network: {e}")))?;
+            let ms = t.elapsed().as_millis();
+            tracing::debug!(ip = %n.ip, netns = %n.netns, ms, "network set up");
+        }
+
         let socket = slot.socket();
         let vmm_log = slot.vmm_log();
         let vmm = VmmProcess::spawn(
@@ -859,6 +927,7 @@ impl Inner {
                 scratch_disk: &scratch,
                 vsock: &socket,
                 log: &vmm_log,
+                network: network.as_ref(),
             },
         )
         .map_err(|e| BootFailure::Other(format!("starting {}: {e}", self.cfg.vmm.vmm.display())))?;
@@ -881,13 +950,18 @@ impl Inner {
             image_fstype: DiskFormat::Erofs.to_string(),
             scratch: Some("/dev/vdb".into()),
         };
+        // As Docker: the sandbox's own address names it, and a networked
+        // sandbox resolves names with the host's usable name servers.
+        let own = network
+            .as_ref()
+            .map_or_else(|| "127.0.1.1".to_string(), |n| n.ip.to_string());
         let setup = ContainerSetup {
             hostname: Some(slot.id.clone()),
             hosts: Some(format!(
-                "127.0.0.1\tlocalhost\n::1\tlocalhost\n127.0.1.1\t{}\n",
+                "127.0.0.1\tlocalhost\n::1\tlocalhost\n{own}\t{}\n",
                 slot.id
             )),
-            resolv_conf: None,
+            resolv_conf: network.as_ref().map(|_| network::dns::host_resolv_conf()),
         };
         client
             .create_container(CONTAINER_ID, rootfs, setup)
@@ -1022,7 +1096,7 @@ impl Inner {
         if let Some(live) = live {
             self.power_off(&live).await;
         }
-        self.release_files(slot);
+        self.release(slot).await;
         let (exit, reason) = match ending {
             Some(Ending::InitExited(e)) => (Some(e), None),
             Some(Ending::Timeout) => (None, Some("timeout_s reached".to_string())),
@@ -1065,7 +1139,7 @@ impl Inner {
         if let Some(live) = live {
             live.vmm.kill_and_wait(KILL_TIMEOUT).await;
         }
-        self.release_files(slot);
+        self.release(slot).await;
         self.update(slot, |r| {
             r.state = SandboxState::Failed;
             r.reason = Some(reason);
@@ -1087,6 +1161,9 @@ impl Inner {
         if let Some(id) = slot.record().vmm {
             kill_identity(id);
         }
+        // The network goes before the record: should it fail, the record
+        // keeps the allocation and a later delete tries again.
+        self.release_network(slot).await?;
         match fs::remove_dir_all(&slot.dir) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -1105,7 +1182,32 @@ impl Inner {
         Ok(record)
     }
 
-    /// Removes what a sandbox no longer needs once its VM is gone.
+    /// Gives back what a sandbox no longer needs once its VM is gone: its
+    /// scratch disk, socket and network. A network that cannot be torn
+    /// down stays recorded (and its address taken) for a later try.
+    async fn release(&self, slot: &Slot) {
+        self.release_files(slot);
+        if let Err(e) = self.release_network(slot).await {
+            tracing::error!("{e}");
+        }
+    }
+
+    /// Tears down the sandbox's network, frees its address and clears it
+    /// from the record.
+    async fn release_network(&self, slot: &Slot) -> Result<(), SandboxError> {
+        let Some(n) = slot.record().network else {
+            return Ok(());
+        };
+        let t = std::time::Instant::now();
+        self.net.teardown(&n).await?;
+        self.net.free(&n);
+        self.update(slot, |r| r.network = None);
+        let ms = t.elapsed().as_millis();
+        tracing::debug!(ip = %n.ip, ms, "network released");
+        Ok(())
+    }
+
+    /// Removes the files a sandbox no longer needs once its VM is gone.
     fn release_files(&self, slot: &Slot) {
         for p in [slot.scratch(), slot.socket()] {
             match fs::remove_file(&p) {
@@ -1130,7 +1232,8 @@ impl Inner {
                     self.mark_failed_at_start(
                         &slot,
                         "the VMM process was gone when cocoond started",
-                    );
+                    )
+                    .await;
                     return;
                 };
                 let connected =
@@ -1170,7 +1273,8 @@ impl Inner {
                         self.mark_failed_at_start(
                             &slot,
                             &format!("its agent did not answer when cocoond started: {e}"),
-                        );
+                        )
+                        .await;
                     }
                 }
             }
@@ -1181,15 +1285,19 @@ impl Inner {
                 self.mark_failed_at_start(
                     &slot,
                     "cocoond stopped while the sandbox was being created",
-                );
+                )
+                .await;
             }
             SandboxState::Stopped | SandboxState::Failed => {
                 if let Some(id) = slot.record().vmm {
                     kill_identity(id);
                 }
-                self.release_files(&slot);
+                self.release(&slot).await;
             }
             SandboxState::Deleted => {
+                if let Err(e) = self.release_network(&slot).await {
+                    tracing::error!(id = %slot.id, "{e}");
+                }
                 let _ = fs::remove_dir_all(&slot.dir);
                 let _ = self.db.remove(&slot.id);
                 lock(&self.slots).remove(&slot.id);
@@ -1197,9 +1305,9 @@ impl Inner {
         }
     }
 
-    fn mark_failed_at_start(&self, slot: &Slot, reason: &str) {
+    async fn mark_failed_at_start(&self, slot: &Slot, reason: &str) {
         tracing::warn!(id = %slot.id, "{reason}");
-        self.release_files(slot);
+        self.release(slot).await;
         self.update(slot, |r| {
             r.state = SandboxState::Failed;
             r.reason = Some(reason.to_string());

@@ -10,10 +10,13 @@
 //!
 //! Processes can also run with their stdio streamed both ways
 //! ([`SandboxManager::exec_stream`], [`SandboxManager::attach`] to the
-//! init, [`stream`]), and the init's log can be followed as it grows.
+//! init, [`stream`]), and the init's log can be followed as it grows. Files
+//! are copied in and out ([`files`]).
 //!
-//! Not here yet: networking (only `network: none`), the VMM jail, cgroups
-//! for the VMM process, file copies through the manager.
+//! Networking (`network: default`) is [`crate::network`]'s; the manager
+//! allocates, sets up and releases it with the sandbox's lifecycle.
+//!
+//! Not here yet: the VMM jail, cgroups for the VMM process.
 //!
 //! ```no_run
 //! use std::path::PathBuf;

@@ -8,6 +8,7 @@ use cocoon_proto::Process;
 use serde::{Deserialize, Serialize};
 
 use super::spec::SandboxSpec;
+use crate::network::SandboxNetwork;
 
 /// Where a sandbox is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -135,6 +136,11 @@ pub struct SandboxRecord {
     /// Its VMM process while it has one.
     #[serde(default)]
     pub vmm: Option<VmmIdentity>,
+    /// Its address, gateway, namespace and interfaces while it holds them
+    /// (`network: default`, from creation until it stops, fails or is
+    /// deleted).
+    #[serde(default)]
+    pub network: Option<SandboxNetwork>,
 }
 
 /// Now as RFC 3339 UTC with seconds (`2024-05-01T12:00:00Z`).

@@ -60,9 +60,6 @@ pub enum SpecError {
         /// What is wrong, with the allowed range.
         reason: String,
     },
-    /// The asked-for network mode exists in the API but is not built yet.
-    #[error("network {0:?} is not supported yet (only \"none\")")]
-    NetworkUnsupported(String),
 }
 
 fn invalid(field: &'static str, reason: impl Into<String>) -> SpecError {
@@ -76,10 +73,12 @@ fn invalid(field: &'static str, reason: impl Into<String>) -> SpecError {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Network {
-    /// No NIC at all.
+    /// No NIC at all (the default: a sandbox reaches nothing unless asked).
     #[default]
     None,
-    /// Outbound access through a TAP with NAT (not built yet).
+    /// Outbound access through a TAP in the sandbox's own network
+    /// namespace, with NAT on the host; no access to other sandboxes or to
+    /// the host's services (see [`crate::network`]).
     Default,
 }
 
@@ -199,9 +198,6 @@ impl SandboxSpec {
                     self.disk_mib
                 ),
             ));
-        }
-        if self.network == Network::Default {
-            return Err(SpecError::NetworkUnsupported("default".into()));
         }
         if let Some(t) = self.timeout_s {
             if !(1..=MAX_TIMEOUT_S).contains(&t) {
@@ -577,9 +573,10 @@ mod tests {
     }
 
     #[test]
-    fn default_network_is_not_supported_yet() {
-        let e = parse(r#"{"image":"b","network":"default"}"#).unwrap_err();
-        assert!(e.contains("not supported yet"), "{e}");
+    fn network_modes_are_none_and_default() {
+        let s = parse(r#"{"image":"b","network":"default"}"#).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(s.network, Network::Default);
+        assert_eq!(SandboxSpec::new("b").network, Network::None);
         assert!(parse(r#"{"image":"b","network":"host"}"#).is_err());
         assert!(parse(r#"{"image":"b","network":"none"}"#).is_ok());
     }

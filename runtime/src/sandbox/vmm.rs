@@ -6,8 +6,12 @@
 //! reaped here; an adopted one is not this process's child, so its end is
 //! noticed by polling `/proc`.
 //!
-//! This module does not jail the VMM (namespaces, seccomp, an unprivileged
-//! user): that comes with the jail work.
+//! A networked sandbox's VMM is started inside the sandbox's network
+//! namespace (`setns` between fork and exec), where its TAP is: the VMM
+//! opens the TAP by name and knows nothing of namespaces.
+//!
+//! This module does not jail the VMM (other namespaces, seccomp, an
+//! unprivileged user): that comes with the jail work.
 
 use std::fs::File;
 use std::io;
@@ -18,6 +22,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::record::VmmIdentity;
+use crate::network::SandboxNetwork;
 
 /// How often an adopted VMM's `/proc` entry is checked.
 const ADOPTED_POLL: Duration = Duration::from_millis(250);
@@ -48,11 +53,23 @@ pub struct Launch<'a> {
     pub vsock: &'a Path,
     /// Where the VMM's stdout (the guest console) and stderr go.
     pub log: &'a Path,
+    /// The sandbox's network (`network: default`): the VMM runs in its
+    /// namespace with a NIC on its TAP, and the guest learns its address
+    /// from the kernel command line. `None`: no NIC.
+    pub network: Option<&'a SandboxNetwork>,
 }
 
 /// The command line a launch runs (without the program).
 pub fn vmm_args(paths: &VmmPaths, l: &Launch<'_>) -> Vec<String> {
-    vec![
+    let mut cmdline = String::from("quiet cocoon.mode=serve");
+    let mut args = Vec::new();
+    if let Some(net) = l.network {
+        cmdline.push(' ');
+        cmdline.push_str(&net.kernel_param());
+        args.push("--net".into());
+        args.push(net.vmm_net_arg());
+    }
+    let mut all: Vec<String> = vec![
         "--kernel".into(),
         paths.kernel.display().to_string(),
         "--initrd".into(),
@@ -68,11 +85,13 @@ pub fn vmm_args(paths: &VmmPaths, l: &Launch<'_>) -> Vec<String> {
         "--vsock".into(),
         l.vsock.display().to_string(),
         "--cmdline".into(),
-        "quiet cocoon.mode=serve".into(),
+        cmdline,
         // The console costs a VM exit per byte; with `quiet` the guest
         // prints little, and it is what explains a failed boot.
         "--console".into(),
-    ]
+    ];
+    all.append(&mut args);
+    all
 }
 
 /// A running (or ended) VMM process.
@@ -84,26 +103,50 @@ pub struct VmmProcess {
 
 impl VmmProcess {
     /// Starts the VMM in its own session with stdin from `/dev/null` and
-    /// stdout and stderr appended to `launch.log`. Needs a tokio runtime
-    /// (a task reaps it).
+    /// stdout and stderr appended to `launch.log`, inside the sandbox's
+    /// network namespace when it has one. Needs a tokio runtime (a task
+    /// reaps it).
     pub fn spawn(paths: &VmmPaths, launch: &Launch<'_>) -> io::Result<VmmProcess> {
         let log = File::options().create(true).append(true).open(launch.log)?;
+        // Opened here, before the fork (close-on-exec, so the VMM does not
+        // inherit it): the child may only make system calls.
+        let netns = launch
+            .network
+            .map(|n| {
+                let p = n.netns_path();
+                File::open(&p).map_err(|e| {
+                    io::Error::new(e.kind(), format!("network namespace {}: {e}", p.display()))
+                })
+            })
+            .transpose()?;
         let mut cmd = tokio::process::Command::new(&paths.vmm);
         cmd.args(vmm_args(paths, launch))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
             .kill_on_drop(false);
+        let netns_fd = netns.as_ref().map(std::os::fd::AsRawFd::as_raw_fd);
         // SAFETY: the closure runs in the forked child before exec and only
-        // makes the setsid system call, which is async-signal-safe; it
-        // touches no memory shared with the parent.
+        // makes the setsid and setns system calls, which are
+        // async-signal-safe; it reads a copied integer and allocates
+        // nothing. The descriptor stays open in the parent (`netns` lives
+        // until after spawn returns), so it is valid in the child.
         unsafe {
-            cmd.pre_exec(|| {
+            cmd.pre_exec(move || {
                 rustix::process::setsid().map_err(io::Error::from)?;
+                if let Some(fd) = netns_fd {
+                    let fd = std::os::fd::BorrowedFd::borrow_raw(fd);
+                    rustix::thread::move_into_link_name_space(
+                        fd,
+                        Some(rustix::thread::LinkNameSpaceType::Network),
+                    )
+                    .map_err(io::Error::from)?;
+                }
                 Ok(())
             });
         }
         let mut child = cmd.spawn()?;
+        drop(netns);
         let pid = child
             .id()
             .ok_or_else(|| io::Error::other("the VMM exited before its pid was read"))?;
@@ -281,11 +324,53 @@ mod tests {
                 scratch_disk: Path::new("/s.ext4"),
                 vsock: Path::new("/v.sock"),
                 log: Path::new("/l"),
+                network: None,
             },
         );
         let joined = a.join(" ");
         assert!(joined.contains("--disk /r.erofs,ro,id=image --disk /s.ext4,id=scratch"));
         assert!(joined.contains("--vsock /v.sock"));
         assert!(joined.contains("--vcpus 2 --memory-mib 256"));
+        assert!(!joined.contains("--net"), "no NIC without a network");
+        assert!(!joined.contains("cocoon.net="));
+    }
+
+    #[test]
+    fn args_of_a_networked_sandbox_add_the_nic_and_its_address() {
+        let paths = VmmPaths {
+            vmm: "/v".into(),
+            kernel: "/k".into(),
+            initrd: "/i".into(),
+        };
+        let net = crate::network::HostNetwork::new(crate::network::Pool::DEFAULT)
+            .allocate("0123456789ab")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let a = vmm_args(
+            &paths,
+            &Launch {
+                vcpus: 1,
+                memory_mib: 128,
+                root_disk: Path::new("/r"),
+                scratch_disk: Path::new("/s"),
+                vsock: Path::new("/v.sock"),
+                log: Path::new("/l"),
+                network: Some(&net),
+            },
+        );
+        let at = a.iter().position(|x| x == "--net").unwrap_or(usize::MAX);
+        assert_eq!(
+            a.get(at + 1).map(String::as_str),
+            Some("tap=tap0,mac=02:23:45:67:89:ab")
+        );
+        let cmdline = a
+            .iter()
+            .position(|x| x == "--cmdline")
+            .and_then(|i| a.get(i + 1))
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(
+            cmdline,
+            "quiet cocoon.mode=serve cocoon.net=10.200.0.2/30,10.200.0.1"
+        );
     }
 }
