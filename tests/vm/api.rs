@@ -398,7 +398,11 @@ fn two_hundred_create_delete_cycles_leak_nothing() {
     let daemon_pid = d.pid();
     // Every other sandbox is networked (namespace, veth, TAP, address).
     let cycle = |i: usize| {
-        let network = if i.is_multiple_of(2) { "default" } else { "none" };
+        let network = if i.is_multiple_of(2) {
+            "default"
+        } else {
+            "none"
+        };
         let code = (i % 7).to_string();
         let out = d.cli(&[
             "run",

@@ -636,14 +636,7 @@ impl AgentClient {
             .stdin
             .then(|| InputStream::open(self.clone()))
             .transpose()?;
-        let stdout = stdio
-            .stdout
-            .then(|| OutputStream::open(self.clone(), None))
-            .transpose()?;
-        let stderr = stdio
-            .stderr
-            .then(|| OutputStream::open(self.clone(), None))
-            .transpose()?;
+        let (stdout, stderr) = self.open_outputs(stdio)?;
         let r = self
             .call(Request::Exec {
                 container_id: container_id.to_string(),
@@ -669,6 +662,16 @@ impl AgentClient {
         })
     }
 
+    /// Registers the stdout and stderr streams `stdio` asks for (before
+    /// the request: output may come before the answer does).
+    fn open_outputs(&self, stdio: Stdio) -> Result<(Option<OutputStream>, Option<OutputStream>)> {
+        let open = |want: bool| {
+            want.then(|| OutputStream::open(self.clone(), None))
+                .transpose()
+        };
+        Ok((open(stdio.stdout)?, open(stdio.stderr)?))
+    }
+
     /// Takes over the output of a process started with
     /// [`Stdio::keep_output`] by an earlier connection: returns its stdout
     /// and stderr streams (as asked in `stdio`), starting with what the
@@ -679,14 +682,7 @@ impl AgentClient {
         exec_id: &str,
         stdio: Stdio,
     ) -> Result<(Option<OutputStream>, Option<OutputStream>)> {
-        let stdout = stdio
-            .stdout
-            .then(|| OutputStream::open(self.clone(), None))
-            .transpose()?;
-        let stderr = stdio
-            .stderr
-            .then(|| OutputStream::open(self.clone(), None))
-            .transpose()?;
+        let (stdout, stderr) = self.open_outputs(stdio)?;
         let r = self
             .call(Request::Attach {
                 container_id: container_id.to_string(),
