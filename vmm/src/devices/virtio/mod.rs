@@ -23,6 +23,10 @@ use vmm_sys_util::eventfd::EventFd;
 
 /// Feature bit every Cocoon device offers and requires: the modern interface.
 pub const VIRTIO_F_VERSION_1: u64 = 1 << 32;
+/// Ring feature: the driver and the device say, through `used_event` and
+/// `avail_event`, how far the other may go before it must interrupt or
+/// notify (virtio 1.2, 2.7.10).
+pub const VIRTIO_RING_F_EVENT_IDX: u64 = 1 << 29;
 /// Interrupt status bit: a used ring was updated.
 pub const INT_VRING: u32 = 1;
 /// Interrupt status bit: the configuration changed (or the device needs a reset).
