@@ -438,6 +438,11 @@ fn receive<S: FrameSource>(
                 let _ = q.disable_notification(mem);
                 continue;
             }
+            if taken.malformed > 0 {
+                // `avail_event` is now behind what was taken: ask again
+                // next round, or the next buffer would not kick.
+                continue;
+            }
         }
         rx.waiting = true;
         break false;
