@@ -116,7 +116,7 @@ def main():
     ap.add_argument("--kernel", required=True)
     ap.add_argument("--initrd", required=True, help="the test initramfs (make test-initramfs)")
     ap.add_argument("--qemu", default=shutil.which("qemu-system-x86_64") or "qemu-system-x86_64")
-    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--mib", type=int, default=512, help="MiB sent per run")
     ap.add_argument("--timeout", type=float, default=300)
     args = ap.parse_args()

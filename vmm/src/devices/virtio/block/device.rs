@@ -3,7 +3,7 @@
 use std::fs::{File, OpenOptions};
 use std::path::PathBuf;
 
-use virtio_queue::Queue;
+use virtio_queue::{Queue, QueueT};
 use vm_memory::{Bytes, GuestMemoryMmap};
 use vmm_sys_util::eventfd::EventFd;
 
@@ -12,6 +12,7 @@ use super::request::{self, S_IOERR};
 use super::{ID_BYTES, QUEUE_SIZE, SEG_MAX};
 use crate::devices::virtio::{
     expect_queues, read_config_bytes, serve_queue, ActivateError, Interrupt, VirtioDevice,
+    VIRTIO_RING_F_EVENT_IDX,
 };
 
 const VIRTIO_ID_BLOCK: u32 = 2;
@@ -92,7 +93,7 @@ impl Block {
         let mut config_space = vec![0u8; 24];
         config_space[0..8].copy_from_slice(&disk.capacity().to_le_bytes());
         config_space[12..16].copy_from_slice(&SEG_MAX.to_le_bytes());
-        let mut features = F_SEG_MAX | F_FLUSH;
+        let mut features = F_SEG_MAX | F_FLUSH | VIRTIO_RING_F_EVENT_IDX;
         if cfg.read_only {
             features |= F_RO;
         }
@@ -166,9 +167,10 @@ impl VirtioDevice for Block {
         mem: GuestMemoryMmap,
         interrupt: Interrupt,
         queues: Vec<Queue>,
-        _acked: u64,
+        acked: u64,
     ) -> Result<(), ActivateError> {
-        let queue = expect_queues(queues, 1)?.remove(0);
+        let mut queue = expect_queues(queues, 1)?.remove(0);
+        queue.set_event_idx(acked & VIRTIO_RING_F_EVENT_IDX != 0);
         self.active = Some(Active {
             mem,
             interrupt,

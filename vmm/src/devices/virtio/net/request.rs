@@ -19,6 +19,10 @@ use super::{MAX_FRAME_LEN, MIN_FRAME_LEN, VNET_HDR_LEN};
 pub const MAX_TX_LEN: u64 = (VNET_HDR_LEN + MAX_FRAME_LEN) as u64;
 /// Bytes of RX buffer counted per chain; room beyond this is never used.
 pub const MAX_RX_LEN: u32 = (VNET_HDR_LEN + MAX_FRAME_LEN) as u32;
+/// Non-empty buffers counted per RX chain; later ones are never used
+/// (Linux posts one, or 19 for a big-packet chain). Bounds what a held
+/// chain costs the VMM and the iovecs of one TAP read.
+pub const MAX_RX_SEGMENTS: usize = 64;
 
 /// Why a TX chain is not a frame.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -148,8 +152,8 @@ pub struct TxFrame {
 pub struct RxBuffer {
     /// The chain's head, for the used ring.
     pub head: u16,
-    /// Non-empty writable buffers in order, each inside guest memory,
-    /// together at most `MAX_RX_LEN` bytes.
+    /// Non-empty writable buffers in order, each inside guest memory, at
+    /// most `MAX_RX_SEGMENTS` of them, together at most `MAX_RX_LEN` bytes.
     pub segments: Vec<(GuestAddress, u32)>,
     /// Bytes the segments hold.
     pub capacity: u32,
@@ -243,7 +247,11 @@ where
         if !d.is_write_only() {
             return Err(RxError::ReadOnly);
         }
-        let take = d.len().min(MAX_RX_LEN - capacity);
+        let take = if segments.len() < MAX_RX_SEGMENTS {
+            d.len().min(MAX_RX_LEN - capacity)
+        } else {
+            0
+        };
         if take == 0 {
             continue;
         }
@@ -413,6 +421,19 @@ pub(crate) mod tests {
         assert_eq!(b.capacity, 1526);
         let b = rx(&m, &[desc(A, 0x20_0000, W)]).unwrap();
         assert_eq!(b.capacity, MAX_RX_LEN);
+        // Buffers past the MAX_RX_SEGMENTS-th are not counted, but still
+        // checked for direction.
+        let long = |descs: &[(u64, u32, u16)]| {
+            let q = MockSplitQueue::new(&m, 128);
+            parse_rx(q.build_desc_chain(&linked(descs)).unwrap())
+        };
+        let many: Vec<_> = (0..80).map(|i| (A + i * 0x100, 0x100, W)).collect();
+        let b = long(&many).unwrap();
+        assert_eq!(b.segments.len(), MAX_RX_SEGMENTS);
+        assert_eq!(b.capacity as usize, MAX_RX_SEGMENTS * 0x100);
+        let mut bad = many.clone();
+        bad[70].2 = 0;
+        assert_eq!(long(&bad), Err(RxError::ReadOnly));
     }
 
     #[test]

@@ -14,13 +14,16 @@ use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 
-use vm_memory::{GuestMemory, GuestMemoryMmap, Permissions};
+use vm_memory::{GuestAddress, GuestMemory, GuestMemoryMmap, Permissions};
 
 use super::request::TxFrame;
 use super::VNET_HDR_LEN;
 
 /// Longest interface name, without the terminating NUL (IFNAMSIZ - 1).
 pub const MAX_IFNAME: usize = libc::IFNAMSIZ - 1;
+
+/// Most iovecs one `readv` takes (UIO_MAXIOV).
+const MAX_IOVECS: usize = 1024;
 
 /// The offloads Cocoon asks the TAP for when the guest accepts them.
 pub const OFFLOAD_CSUM: u32 = libc::TUN_F_CSUM;
@@ -176,6 +179,58 @@ impl Tap {
             // SAFETY: the pointer and length describe `buf`, a live mutable slice.
             let n =
                 unsafe { libc::read(self.file.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+            if n >= 0 {
+                return Ok(n as usize);
+            }
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+    }
+
+    /// Reads one frame (virtio-net header first) straight into guest
+    /// memory with one `readv`: `segments` in order, each inside guest
+    /// memory (the RX parser checked them). Returns the frame's length;
+    /// when the frame did not fit, the TAP filled the segments and dropped
+    /// the rest, and the length returned is the frame's full length (Linux
+    /// since 3.19), so more than the segments hold. `WouldBlock` when the
+    /// TAP has nothing.
+    pub fn read_frame_into(
+        &self,
+        mem: &GuestMemoryMmap,
+        segments: &[(GuestAddress, u32)],
+    ) -> io::Result<usize> {
+        let mut slices = Vec::with_capacity(segments.len());
+        for &(addr, len) in segments {
+            // A region boundary inside a segment splits it into several slices.
+            let iter = mem
+                .get_slices(addr, len as usize, Permissions::Write)
+                .map_err(|e| io::Error::other(e.to_string()))?;
+            for s in iter {
+                slices.push(s.map_err(|e| io::Error::other(e.to_string()))?);
+            }
+        }
+        if slices.is_empty() || slices.len() > MAX_IOVECS {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        let guards: Vec<_> = slices.iter().map(|s| s.ptr_guard_mut()).collect();
+        let iovecs: Vec<libc::iovec> = guards
+            .iter()
+            .zip(&slices)
+            .map(|(g, s)| libc::iovec {
+                iov_base: g.as_ptr().cast(),
+                iov_len: s.len(),
+            })
+            .collect();
+        // At most MAX_IOVECS (checked above).
+        let count = iovecs.len() as libc::c_int;
+        loop {
+            // SAFETY: every iovec points into guest memory that `guards`
+            // keeps mapped for the duration of the call, with the length of
+            // the checked slice it came from; guest memory is plain bytes,
+            // so any content the kernel writes there is valid.
+            let n = unsafe { libc::readv(self.file.as_raw_fd(), iovecs.as_ptr(), count) };
             if n >= 0 {
                 return Ok(n as usize);
             }
