@@ -8,5 +8,6 @@ mod api;
 mod boot;
 mod lifecycle;
 mod net;
+mod seccomp;
 mod virtio;
 mod vsock;
