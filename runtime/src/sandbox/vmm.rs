@@ -6,8 +6,9 @@
 //! reaped here; an adopted one is not this process's child, so its end is
 //! noticed by polling `/proc`.
 //!
-//! This module does not jail the VMM (namespaces, seccomp, an unprivileged
-//! user): that comes with the jail work.
+//! This module does not jail the VMM (namespaces, chroot, an unprivileged
+//! user): that comes with the jail work. The VMM installs its own seccomp
+//! filters (`docs/vmm.md`).
 
 use std::fs::File;
 use std::io;
