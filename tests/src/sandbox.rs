@@ -282,6 +282,11 @@ impl Sandbox {
         )
     }
 
+    /// The VMM's process id.
+    pub fn vmm_pid(&self) -> u32 {
+        self.vmm.child().id()
+    }
+
     /// Whether the VMM has exited, and how.
     pub fn vmm_exited(&self) -> Option<std::process::ExitStatus> {
         self.vmm.try_wait()

@@ -10,5 +10,6 @@ mod interactive;
 mod lifecycle;
 mod net;
 mod network;
+mod seccomp;
 mod virtio;
 mod vsock;

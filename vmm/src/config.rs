@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::devices::virtio::net::tap::{valid_ifname, MAX_IFNAME};
 use crate::devices::virtio::net::{MacAddr, MacError};
+use crate::seccomp::SeccompMode;
 
 /// Smallest guest memory we accept; a Linux guest needs a few MiB at least.
 pub const MIN_MEMORY_MIB: u64 = 16;
@@ -202,6 +203,8 @@ pub struct VmConfigFile {
     /// virtio-net devices on TAPs, in the order the guest sees them
     /// (eth0, eth1, ...).
     pub net: Option<Vec<NetDeviceConfig>>,
+    /// Seccomp filters on the VMM's threads: "on" (default), "log" or "off".
+    pub seccomp: Option<SeccompMode>,
 }
 
 impl VmConfigFile {
@@ -223,6 +226,7 @@ impl VmConfigFile {
             rng: other.rng.or(self.rng),
             vsock: other.vsock.or(self.vsock),
             net: other.net.or(self.net),
+            seccomp: other.seccomp.or(self.seccomp),
         }
     }
 
@@ -303,6 +307,7 @@ impl VmConfigFile {
             rng,
             vsock: self.vsock,
             nets,
+            seccomp: self.seccomp.unwrap_or_default(),
         })
     }
 }
@@ -330,6 +335,8 @@ pub struct VmConfig {
     pub vsock: Option<PathBuf>,
     /// virtio-net devices.
     pub nets: Vec<NetDevice>,
+    /// Seccomp filters on the VMM's threads.
+    pub seccomp: SeccompMode,
 }
 
 #[cfg(test)]
@@ -349,6 +356,26 @@ mod tests {
             .validate()
             .unwrap();
         assert_eq!((c.vcpus, c.memory_mib, c.console), (1, 128, false));
+        assert_eq!(c.seccomp, SeccompMode::On);
+    }
+
+    #[test]
+    fn seccomp_mode_in_json() {
+        for (text, mode) in [
+            ("on", SeccompMode::On),
+            ("log", SeccompMode::Log),
+            ("off", SeccompMode::Off),
+        ] {
+            let json = format!(r#"{{"kernel": "/k", "seccomp": "{text}"}}"#);
+            let c = VmConfigFile::from_json(&json).unwrap().validate().unwrap();
+            assert_eq!(c.seccomp, mode);
+        }
+        let err = VmConfigFile::from_json(r#"{"kernel": "/k", "seccomp": "strict"}"#).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("unknown variant `strict`, expected one of `on`, `log`, `off`"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod devices;
 pub mod guest_panic;
 pub mod loader;
 pub mod memory;
+pub mod seccomp;
 pub mod vcpu;
 pub mod vm;
 

@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use clap::Parser;
 use cocoon_vmm::config::{DriveConfig, NetDeviceConfig};
+use cocoon_vmm::seccomp::SeccompMode;
 use cocoon_vmm::vcpu::VmEvent;
 use cocoon_vmm::{GuestExit, RunOptions, VmConfigFile, EXIT_ERROR, EXIT_GUEST_PANIC, EXIT_OK};
 
@@ -59,6 +60,12 @@ struct Args {
     /// Print VM exit counts when the guest ends.
     #[arg(long)]
     stats: bool,
+    /// Seccomp filters on the VMM's threads once the guest runs: `on`
+    /// (default; a call outside the allow-list kills the VMM with SIGSYS
+    /// and a line on stderr), `log` (allowed, logged by the kernel's
+    /// audit), `off`.
+    #[arg(long, value_name = "on|log|off")]
+    seccomp: Option<SeccompMode>,
 }
 
 fn fail(msg: impl std::fmt::Display) -> ! {
@@ -110,6 +117,7 @@ fn main() {
                     .unwrap_or_else(|e| fail(e)),
             )
         },
+        seccomp: args.seccomp,
     };
     let config = file.merge(flags).validate().unwrap_or_else(|e| fail(e));
 

@@ -34,10 +34,11 @@ use crate::devices::virtio::{Interrupt, VirtioDevice};
 use crate::guest_panic;
 use crate::loader::{self, LoadError};
 use crate::memory::GuestRam;
+use crate::seccomp::{Filters, SeccompError, ThreadKind};
 use crate::vcpu::{self, EventSink, Shared, StopReason, VcpuError};
 use event_manager::{EventManager, EventOps, Events, MutEventSubscriber, SubscriberOps};
 use kvm_ioctls::IoEventAddress;
-use std::sync::Mutex;
+use std::sync::{Condvar, Mutex};
 use vmm_sys_util::epoll::EventSet;
 
 /// Errors building or running a VM.
@@ -93,6 +94,9 @@ pub enum VmError {
     /// A net device could not be created.
     #[error(transparent)]
     Net(NetError),
+    /// A seccomp filter could not be built or installed.
+    #[error(transparent)]
+    Seccomp(#[from] SeccompError),
 }
 
 /// How the guest ended.
@@ -351,15 +355,34 @@ pub fn run(config: &VmConfig, opts: RunOptions) -> Result<RunReport, VmError> {
     }
     step("vcpus_configured");
 
+    // Everything is built: from here on the threads get by with the calls
+    // in their seccomp allow-lists. Each vCPU thread installs its own
+    // filter, then waits at the gate until this thread has installed its
+    // filter too, so no guest instruction runs while any VMM thread is
+    // unfiltered.
+    let filters = Filters::build(config.seccomp, std::process::id() as libc::pid_t)?.map(Arc::new);
+    let gate = Arc::new(StartGate::default());
     let mut threads: Vec<JoinHandle<()>> = Vec::with_capacity(vcpus.len());
     let mut spawn_error = None;
     for (id, fd) in vcpus.into_iter().enumerate() {
         let shared_for_thread = shared.clone();
+        let gate_for_thread = gate.clone();
+        let filters_for_thread = filters.clone();
         match std::thread::Builder::new()
             .name(format!("vcpu{id}"))
             .stack_size(VCPU_STACK_SIZE)
-            .spawn(move || vcpu::run(fd, id as u32, shared_for_thread))
-        {
+            .spawn(move || {
+                if let Some(f) = filters_for_thread {
+                    if let Err(e) = f.install(ThreadKind::Vcpu) {
+                        shared_for_thread
+                            .request_exit(StopReason::Error(format!("vCPU {id}: {e}")));
+                        return;
+                    }
+                }
+                if gate_for_thread.wait() {
+                    vcpu::run(fd, id as u32, shared_for_thread)
+                }
+            }) {
             Ok(h) => threads.push(h),
             Err(e) => {
                 spawn_error = Some(VmError::Os("spawning a vCPU thread", e));
@@ -368,6 +391,16 @@ pub fn run(config: &VmConfig, opts: RunOptions) -> Result<RunReport, VmError> {
             }
         }
     }
+    if let Some(f) = &filters {
+        if let Err(e) = f.install(ThreadKind::Vmm) {
+            gate.open(false);
+            stop_vcpus(&shared, threads);
+            return Err(e.into());
+        }
+    }
+    drop(filters);
+    gate.open(true);
+    step("seccomp_installed");
 
     let reason = run_event_loop(&mut event_manager, &shared);
     stop_vcpus(&shared, threads);
@@ -412,6 +445,38 @@ pub fn run(config: &VmConfig, opts: RunOptions) -> Result<RunReport, VmError> {
     drop(vm);
     drop(ram);
     Ok(report)
+}
+
+/// Holds the vCPU threads back until the VMM thread is ready (its seccomp
+/// filter installed): `true` lets them run the guest, `false` ends them.
+#[derive(Default)]
+struct StartGate {
+    go: Mutex<Option<bool>>,
+    opened: Condvar,
+}
+
+impl StartGate {
+    fn open(&self, go: bool) {
+        if let Ok(mut g) = self.go.lock() {
+            *g = Some(go);
+        }
+        self.opened.notify_all();
+    }
+
+    fn wait(&self) -> bool {
+        let Ok(mut g) = self.go.lock() else {
+            return false;
+        };
+        loop {
+            if let Some(go) = *g {
+                return go;
+            }
+            g = match self.opened.wait(g) {
+                Ok(g) => g,
+                Err(_) => return false,
+            };
+        }
+    }
 }
 
 /// What the event loop holds: every device's event handler.

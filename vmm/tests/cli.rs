@@ -285,3 +285,33 @@ fn net_config_with_unknown_field() {
         "unknown field `ip`",
     );
 }
+
+#[test]
+fn seccomp_flag_takes_on_log_or_off() {
+    common::require_kvm();
+    let dir = tempfile::tempdir().unwrap();
+    let k = tiny_kernel(&dir, 0x1000);
+    for mode in ["on", "log", "off"] {
+        let out = run(&["--kernel", &k, "--memory-mib", "32", "--seccomp", mode]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "--seccomp {mode}: {stderr}");
+        assert!(stderr.contains("cocoon-vmm: guest reset"), "{stderr}");
+    }
+    let out = run(&["--kernel", &k, "--seccomp", "strict"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("invalid seccomp mode \"strict\": expected on, log or off"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn seccomp_mode_in_the_json_config_is_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = common::write(&dir, "vm.json", br#"{"kernel": "/k", "seccomp": "strict"}"#);
+    assert_error(
+        &run(&["--config", cfg.to_str().unwrap()]),
+        "unknown variant `strict`, expected one of `on`, `log`, `off`",
+    );
+}

@@ -10,8 +10,9 @@
 //! namespace (`setns` between fork and exec), where its TAP is: the VMM
 //! opens the TAP by name and knows nothing of namespaces.
 //!
-//! This module does not jail the VMM (other namespaces, seccomp, an
-//! unprivileged user): that comes with the jail work.
+//! This module does not jail the VMM (other namespaces, chroot, an
+//! unprivileged user): that comes with the jail work. The VMM installs its
+//! own seccomp filters (`docs/vmm.md`).
 
 use std::fs::File;
 use std::io;
