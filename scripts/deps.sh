@@ -16,7 +16,9 @@ pkgs=(
   # registry pull tests: a local registry, pushing to it, TLS and basic-auth set-up
   docker-registry skopeo openssl apache2-utils
   # scripts
-  jq python3
+  jq python3 curl
+  # tests/api/schemathesis.sh: a virtualenv for schemathesis (from PyPI)
+  python3-venv
 )
 missing=()
 for p in "${pkgs[@]}"; do

@@ -11,8 +11,8 @@ use bytes::Bytes;
 use cocoon_proto::PathInfo;
 use cocoon_runtime::image::{busybox, Credentials, ImageSummary, Images, PullEvent, PullOptions};
 use cocoon_runtime::sandbox::{
-    ExecOutput, ExecSpec, ListFilter, LogStream, SandboxError, SandboxManager, SandboxRecord,
-    SandboxSpec, SandboxState,
+    ExecOutput, ExecSpec, Limits, ListFilter, LogStream, SandboxError, SandboxManager,
+    SandboxRecord, SandboxSpec, SandboxState,
 };
 use futures_util::stream::{self, BoxStream, StreamExt};
 use tokio::sync::mpsc::UnboundedSender;
@@ -118,6 +118,10 @@ pub trait Backend: Send + Sync + 'static {
         path: &str,
         tar: bool,
     ) -> impl Future<Output = Result<ByteStream, SandboxError>> + Send;
+    /// The largest sandbox a create may ask for.
+    fn limits(&self) -> Limits {
+        Limits::default()
+    }
 }
 
 /// The runtime: a sandbox manager and its image store.
@@ -242,6 +246,9 @@ impl Backend for RuntimeBackend {
     }
     fn list(&self, filter: &ListFilter) -> Vec<SandboxRecord> {
         self.manager.list(filter)
+    }
+    fn limits(&self) -> Limits {
+        self.manager.config().limits
     }
     fn get(&self, id: &str) -> Result<SandboxRecord, SandboxError> {
         self.manager.get(id)

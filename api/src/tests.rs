@@ -9,7 +9,7 @@ use axum::http::{header, Method, Request, StatusCode};
 use axum::Router;
 use cocoon_proto::{FileKind, PathInfo, Process, User};
 use cocoon_runtime::sandbox::{
-    ExecOutput, ExecSpec, ExitInfo, ListFilter, LogStream, SandboxError, SandboxRecord,
+    ExecOutput, ExecSpec, ExitInfo, Limits, ListFilter, LogStream, SandboxError, SandboxRecord,
     SandboxSpec, SandboxState,
 };
 use http_body_util::BodyExt;
@@ -30,6 +30,8 @@ struct Fake {
     sandboxes: Mutex<Vec<SandboxRecord>>,
     /// Files "in" the sandboxes: (id, path, tar) → bytes.
     files: Mutex<BTreeMap<(String, String, bool), Vec<u8>>>,
+    /// The daemon's size limits.
+    limits: Limits,
 }
 
 fn record(id: &str, spec: SandboxSpec) -> SandboxRecord {
@@ -115,6 +117,9 @@ impl Backend for Fake {
             })
             .cloned()
             .collect()
+    }
+    fn limits(&self) -> Limits {
+        self.limits
     }
     fn get(&self, id: &str) -> Result<SandboxRecord, SandboxError> {
         self.find(id)
@@ -543,6 +548,45 @@ async fn invalid_input_is_400_never_500() {
 }
 
 #[tokio::test]
+async fn sizes_over_the_daemon_limits_are_400() {
+    let app = router(Fake {
+        limits: Limits::new(1, 256, 1024).unwrap_or_else(|e| panic!("{e}")),
+        ..Fake::default()
+    });
+    for (body, field) in [
+        (r#"{"image":"busybox","vcpus":64}"#, "vcpus"),
+        (r#"{"image":"busybox","memory_mib":65536}"#, "memory_mib"),
+        (r#"{"image":"busybox","disk_mib":2048}"#, "disk_mib"),
+    ] {
+        let a = call(&app, Method::POST, "/v1/sandboxes", Some(body)).await;
+        assert_eq!(
+            (a.status, a.error_code()),
+            (StatusCode::BAD_REQUEST, "invalid_request".into()),
+            "{body}"
+        );
+        let message = a.json()["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        assert!(
+            message.starts_with(field) && message.contains("at most"),
+            "{message}"
+        );
+    }
+    let a = call(
+        &app,
+        Method::POST,
+        "/v1/sandboxes",
+        Some(r#"{"image":"busybox","vcpus":1,"memory_mib":256,"disk_mib":1024}"#),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::CREATED);
+    // Refused creates are not counted as valid ones.
+    let a = call(&app, Method::GET, "/metrics", None).await;
+    assert!(String::from_utf8_lossy(&a.body).contains("cocoon_sandbox_creates_total 1\n"));
+}
+
+#[tokio::test]
 async fn unknown_routes_and_methods_answer_in_the_error_shape() {
     let app = app();
     let a = call(&app, Method::GET, "/v2/nothing", None).await;
@@ -720,6 +764,9 @@ async fn files_upload_and_download() {
         "path=/x&format=zip",
         "path=/x&mode=999",
         "path=/x&mode=17777",
+        "path=/x&mode=00644",
+        "path=/x&mode=%2B644",
+        "path=/x&mode=",
         "path=/x&format=tar&mode=0644",
         "path=/x&other=1",
     ] {

@@ -33,7 +33,7 @@ use super::db::{Db, DbError};
 use super::files::{self, FileError, FileErrorKind};
 use super::logs::{read_log, LogStream, LogWriter};
 use super::record::{now_rfc3339, ExitInfo, SandboxRecord, SandboxState};
-use super::spec::{exec_process, resolve_process, ExecSpec, SandboxSpec, SpecError};
+use super::spec::{exec_process, resolve_process, ExecSpec, Limits, SandboxSpec, SpecError};
 use super::vmm::{kill_identity, Launch, VmmPaths, VmmProcess};
 use crate::agent::{self, AgentClient, ContainerSetup, OutputStream, Stdio, AGENT_VSOCK_PORT};
 use crate::image::catalog::CatalogError;
@@ -68,16 +68,20 @@ pub struct ManagerConfig {
     /// Longest wait for the guest to power off when stopping, before the
     /// VMM is killed.
     pub stop_timeout: Duration,
+    /// The largest sandbox a create may ask for.
+    pub limits: Limits,
 }
 
 impl ManagerConfig {
-    /// A configuration with the usual time limits (60 s boot, 10 s stop).
+    /// A configuration with the usual time limits (60 s boot, 10 s stop)
+    /// and the absolute size limits.
     pub fn new(state_dir: PathBuf, vmm: VmmPaths) -> Self {
         ManagerConfig {
             state_dir,
             vmm,
             boot_timeout: Duration::from_secs(60),
             stop_timeout: Duration::from_secs(10),
+            limits: Limits::default(),
         }
     }
 }
@@ -361,6 +365,7 @@ impl SandboxManager {
     /// sandbox is kept in state `failed` with the reason).
     pub async fn create(&self, spec: SandboxSpec) -> Result<SandboxRecord, SandboxError> {
         spec.validate()?;
+        self.inner.cfg.limits.check(&spec)?;
         let images = self.inner.images.clone();
         let image = spec.image.clone();
         let (root_disk, record) = tokio::task::spawn_blocking(move || {

@@ -47,5 +47,5 @@ pub use manager::{
     INIT_EXEC_ID, MAX_EXEC_OUTPUT,
 };
 pub use record::{ExitInfo, SandboxRecord, SandboxState};
-pub use spec::{ExecSpec, Network, SandboxSpec, SpecError};
+pub use spec::{ExecSpec, Limits, Network, SandboxSpec, SpecError};
 pub use vmm::VmmPaths;
