@@ -13,7 +13,7 @@ VMM := $(TARGET_DIR)/release/cocoon-vmm
 MACHINE := tests/machine/run --
 PREFIX ?= /usr/local
 
-.PHONY: all deps kernel agent initramfs test-initramfs vmm api build demo demo-vm test lint unit-test vm-test bench install clean
+.PHONY: all deps kernel agent initramfs test-initramfs vmm api build demo demo-vm test lint unit-test vm-test api-fuzz bench install clean
 
 all: build
 
@@ -70,7 +70,12 @@ vm-test: build test-initramfs
 	CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER="$(CURDIR)/tests/machine/run --" \
 		$(CARGO) test --locked --release -p cocoon-tests --test vm -- --test-threads=1
 
-test: lint unit-test vm-test
+# schemathesis (pinned, from PyPI) against a real cocoond serving real
+# sandboxes and the OpenAPI document it serves (tests/api/schemathesis.sh).
+api-fuzz: build
+	bash tests/api/schemathesis.sh $(TARGET_DIR) $(BUILD)
+
+test: lint unit-test vm-test api-fuzz
 
 bench: build test-initramfs
 	$(MACHINE) python3 bench/boot.py --vmm $(VMM) --kernel $(BUILD)/vmlinux --initrd $(BUILD)/initramfs.img

@@ -18,7 +18,9 @@ pkgs=(
   # sandbox networking (network: default): ip, tc, nft
   iproute2 nftables
   # scripts
-  jq python3
+  jq python3 curl
+  # tests/api/schemathesis.sh: a virtualenv for schemathesis (from PyPI)
+  python3-venv
 )
 missing=()
 for p in "${pkgs[@]}"; do

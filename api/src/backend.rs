@@ -11,7 +11,7 @@ use bytes::Bytes;
 use cocoon_proto::PathInfo;
 use cocoon_runtime::image::{busybox, Credentials, ImageSummary, Images, PullEvent, PullOptions};
 use cocoon_runtime::sandbox::{
-    ExecOutput, ExecSpec, ExecStreamSpec, ListFilter, LogStream, OutputChunk, ProcessIo,
+    ExecOutput, ExecSpec, ExecStreamSpec, Limits, ListFilter, LogStream, OutputChunk, ProcessIo,
     SandboxError, SandboxManager, SandboxRecord, SandboxSpec, SandboxState,
 };
 use futures_util::stream::{self, BoxStream, StreamExt};
@@ -139,6 +139,10 @@ pub trait Backend: Send + Sync + 'static {
         path: &str,
         tar: bool,
     ) -> impl Future<Output = Result<ByteStream, SandboxError>> + Send;
+    /// The largest sandbox a create may ask for.
+    fn limits(&self) -> Limits {
+        Limits::default()
+    }
 }
 
 /// The runtime: a sandbox manager and its image store.
@@ -263,6 +267,9 @@ impl Backend for RuntimeBackend {
     }
     fn list(&self, filter: &ListFilter) -> Vec<SandboxRecord> {
         self.manager.list(filter)
+    }
+    fn limits(&self) -> Limits {
+        self.manager.config().limits
     }
     fn get(&self, id: &str) -> Result<SandboxRecord, SandboxError> {
         self.manager.get(id)

@@ -65,6 +65,45 @@ mod tests {
         }
     }
 
+    #[test]
+    fn every_link_names_an_operation() {
+        let doc = document().unwrap_or_else(|e| panic!("{e}"));
+        let (mut operations, mut linked) = (BTreeSet::new(), Vec::new());
+        collect_operation_ids(&doc, false, &mut operations, &mut linked);
+        assert!(!linked.is_empty());
+        for id in linked {
+            assert!(operations.contains(&id), "a link names no operation {id}");
+        }
+    }
+
+    /// `operationId`s of operations into `ops`, and of links into `links`.
+    fn collect_operation_ids(
+        v: &serde_json::Value,
+        in_links: bool,
+        ops: &mut BTreeSet<String>,
+        links: &mut Vec<String>,
+    ) {
+        match v {
+            serde_json::Value::Object(m) => {
+                for (k, v) in m {
+                    match (k.as_str(), v) {
+                        ("operationId", serde_json::Value::String(s)) if in_links => {
+                            links.push(s.clone())
+                        }
+                        ("operationId", serde_json::Value::String(s)) => {
+                            ops.insert(s.clone());
+                        }
+                        _ => collect_operation_ids(v, in_links || k == "links", ops, links),
+                    }
+                }
+            }
+            serde_json::Value::Array(a) => a
+                .iter()
+                .for_each(|v| collect_operation_ids(v, in_links, ops, links)),
+            _ => {}
+        }
+    }
+
     fn collect_refs(v: &serde_json::Value, out: &mut Vec<String>) {
         match v {
             serde_json::Value::Object(m) => {

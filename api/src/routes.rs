@@ -283,6 +283,7 @@ async fn create<B: Backend>(
 ) -> Result<Response, ApiError> {
     let spec: SandboxSpec = parse_body(body)?;
     spec.validate()
+        .and_then(|()| st.backend.limits().check(&spec))
         .map_err(cocoon_runtime::sandbox::SandboxError::from)?;
     st.counters.creates.fetch_add(1, Ordering::Relaxed);
     let start = Instant::now();
@@ -620,10 +621,17 @@ async fn put_file<B: Backend>(
     let mode = match q.mode.as_deref() {
         None => 0o644,
         Some(_) if tar => return Err(ApiError::invalid("mode: only with format=raw")),
-        Some(m) => u32::from_str_radix(m, 8)
-            .ok()
-            .filter(|m| *m <= 0o7777)
-            .ok_or_else(|| ApiError::invalid("mode: give octal permission bits, e.g. 0644"))?,
+        // Exactly what the document's pattern allows: 1 to 4 octal digits
+        // (from_str_radix alone would also take a sign or leading zeros).
+        Some(m) if (1..=4).contains(&m.len()) && m.bytes().all(|b| (b'0'..=b'7').contains(&b)) => {
+            u32::from_str_radix(m, 8)
+                .map_err(|_| ApiError::invalid("mode: give octal permission bits, e.g. 0644"))?
+        }
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "mode: give 1 to 4 octal digits, e.g. 0644",
+            ))
+        }
     };
     let bytes = st.backend.put_file(&id, &q.path, tar, mode, body).await?;
     Ok(Json(FileWritten {

@@ -13,8 +13,8 @@ use bytes::Bytes;
 use cocoon_proto::{FileKind, PathInfo, Process, User};
 use cocoon_runtime::sandbox::stream::{channels, ProcessEnds};
 use cocoon_runtime::sandbox::{
-    Control, ExecOutput, ExecSpec, ExecStreamSpec, ExitInfo, ListFilter, LogStream, OutputChunk,
-    ProcessIo, SandboxError, SandboxRecord, SandboxSpec, SandboxState,
+    Control, ExecOutput, ExecSpec, ExecStreamSpec, ExitInfo, Limits, ListFilter, LogStream,
+    OutputChunk, ProcessIo, SandboxError, SandboxRecord, SandboxSpec, SandboxState,
 };
 use futures_util::{SinkExt, StreamExt};
 use http_body_util::BodyExt;
@@ -42,6 +42,8 @@ struct Fake {
     files: Mutex<BTreeMap<(String, String, bool), Vec<u8>>>,
     /// Bytes the fake `yes` got into its output channel.
     produced: Arc<AtomicU64>,
+    /// The daemon's size limits.
+    limits: Limits,
 }
 
 fn exited(code: i32, signal: Option<i32>) -> ExitInfo {
@@ -202,6 +204,9 @@ impl Backend for Fake {
             })
             .cloned()
             .collect()
+    }
+    fn limits(&self) -> Limits {
+        self.limits
     }
     fn get(&self, id: &str) -> Result<SandboxRecord, SandboxError> {
         self.find(id)
@@ -692,6 +697,45 @@ async fn invalid_input_is_400_never_500() {
     )
     .await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn sizes_over_the_daemon_limits_are_400() {
+    let app = router(Fake {
+        limits: Limits::new(1, 256, 1024).unwrap_or_else(|e| panic!("{e}")),
+        ..Fake::default()
+    });
+    for (body, field) in [
+        (r#"{"image":"busybox","vcpus":64}"#, "vcpus"),
+        (r#"{"image":"busybox","memory_mib":65536}"#, "memory_mib"),
+        (r#"{"image":"busybox","disk_mib":2048}"#, "disk_mib"),
+    ] {
+        let a = call(&app, Method::POST, "/v1/sandboxes", Some(body)).await;
+        assert_eq!(
+            (a.status, a.error_code()),
+            (StatusCode::BAD_REQUEST, "invalid_request".into()),
+            "{body}"
+        );
+        let message = a.json()["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        assert!(
+            message.starts_with(field) && message.contains("at most"),
+            "{message}"
+        );
+    }
+    let a = call(
+        &app,
+        Method::POST,
+        "/v1/sandboxes",
+        Some(r#"{"image":"busybox","vcpus":1,"memory_mib":256,"disk_mib":1024}"#),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::CREATED);
+    // Refused creates are not counted as valid ones.
+    let a = call(&app, Method::GET, "/metrics", None).await;
+    assert!(String::from_utf8_lossy(&a.body).contains("cocoon_sandbox_creates_total 1\n"));
 }
 
 #[tokio::test]
@@ -1260,6 +1304,9 @@ async fn files_upload_and_download() {
         "path=/x&format=zip",
         "path=/x&mode=999",
         "path=/x&mode=17777",
+        "path=/x&mode=00644",
+        "path=/x&mode=%2B644",
+        "path=/x&mode=",
         "path=/x&format=tar&mode=0644",
         "path=/x&other=1",
     ] {

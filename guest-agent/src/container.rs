@@ -611,6 +611,10 @@ impl Container {
         let oom_kills_before = self.oom_kills();
         let (pid, slot) = spawn::start(spec, setup).map_err(|e| match e {
             StartError::NotFound(m) => err(ErrorCode::ExecutableNotFound, m),
+            StartError::Rejected(m) => err(
+                ErrorCode::InvalidArgument,
+                format!("starting {:?}: {m}", p.args[0]),
+            ),
             StartError::Failed(m) => err(
                 ErrorCode::Internal,
                 format!("starting {:?}: {m}", p.args[0]),
@@ -670,7 +674,7 @@ impl Container {
         spawn::start(spec, setup)
             .map(|(_, slot)| slot)
             .map_err(|e| match e {
-                StartError::NotFound(m) | StartError::Failed(m) => {
+                StartError::NotFound(m) | StartError::Rejected(m) | StartError::Failed(m) => {
                     err(ErrorCode::Internal, format!("agent helper: {m}"))
                 }
             })

@@ -6,6 +6,7 @@
 
 use std::fs::File;
 use std::io::Write;
+use std::os::unix::fs::MetadataExt;
 use std::sync::Arc;
 
 use cocoon_proto::{ErrorBody, ErrorCode, FileKind, Frame, PathInfo, Response};
@@ -149,11 +150,44 @@ fn tar_out(path: &str) -> std::io::Result<()> {
     ));
     b.follow_symlinks(false);
     if meta.is_dir() {
-        b.append_dir_all(&name, p)?;
+        append_tree(&mut b, p, &name, meta.dev())?;
     } else {
         b.append_path_with_name(p, &name)?;
     }
     b.into_inner()?.flush()
+}
+
+/// Appends the directory `dir` as `name` and what is under it, staying on
+/// the file system `dev` like `tar --one-file-system`: a mount point (such
+/// as /proc, /sys or /dev in a copy of `/`) is archived as an empty
+/// directory, since the pseudo-files below have no end or cannot be read.
+/// Sockets are skipped: they cannot be archived.
+#[cfg_attr(test, allow(dead_code))]
+fn append_tree<W: std::io::Write>(
+    b: &mut tar::Builder<W>,
+    dir: &std::path::Path,
+    name: &std::path::Path,
+    dev: u64,
+) -> std::io::Result<()> {
+    use std::os::unix::fs::FileTypeExt;
+    b.append_path_with_name(dir, name)?;
+    let mut entries = std::fs::read_dir(dir)?.collect::<Result<Vec<_>, _>>()?;
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let path = e.path();
+        let inner = name.join(e.file_name());
+        let meta = std::fs::symlink_metadata(&path)?;
+        if meta.is_dir() {
+            if meta.dev() == dev {
+                append_tree(b, &path, &inner, dev)?;
+            } else {
+                b.append_path_with_name(&path, &inner)?;
+            }
+        } else if !meta.file_type().is_socket() {
+            b.append_path_with_name(&path, &inner)?;
+        }
+    }
+    Ok(())
 }
 
 fn open_err(path: &str, e: std::io::Error) -> ErrorBody {

@@ -255,6 +255,10 @@ pub struct Setup {
 pub enum StartError {
     /// The program was not found in any candidate path.
     NotFound(String),
+    /// The process cannot start as asked: its working directory is
+    /// missing or not a directory, or the program cannot be executed. The
+    /// asker's mistake, not the agent's.
+    Rejected(String),
     /// Another step failed.
     Failed(String),
 }
@@ -273,6 +277,10 @@ const STAGES: &[&str] = &[
     "setting no_new_privs",
     "executing",
 ];
+/// Index in [`STAGES`] of the chdir.
+const STAGE_CHDIR: usize = 4;
+/// Index in [`STAGES`] of the exec.
+const STAGE_EXEC: usize = STAGES.len() - 1;
 
 /// Starts the process; returns its pid (in the agent's namespace) and
 /// where its exit status will land.
@@ -338,12 +346,35 @@ pub fn start(spec: Spec, setup: Setup) -> Result<(libc::pid_t, Arc<ExitSlot>), S
     let stage = STAGES.get(usize::from(report[0])).copied().unwrap_or("?");
     let errno = i32::from_le_bytes([report[1], report[2], report[3], report[4]]);
     let err = io::Error::from_raw_os_error(errno);
-    if report[0] as usize == STAGES.len() - 1 && (errno == libc::ENOENT || errno == libc::ENOTDIR) {
-        return Err(StartError::NotFound(format!(
-            "executable {program:?} not found in the container: {err}"
-        )));
+    let asked_for = |errnos: &[i32]| errnos.contains(&errno);
+    match usize::from(report[0]) {
+        STAGE_EXEC if asked_for(&[libc::ENOENT, libc::ENOTDIR]) => Err(StartError::NotFound(
+            format!("executable {program:?} not found in the container: {err}"),
+        )),
+        STAGE_CHDIR
+            if asked_for(&[
+                libc::ENOENT,
+                libc::ENOTDIR,
+                libc::EACCES,
+                libc::ELOOP,
+                libc::ENAMETOOLONG,
+            ]) =>
+        {
+            Err(StartError::Rejected(format!("{stage}: {err}")))
+        }
+        STAGE_EXEC
+            if asked_for(&[
+                libc::EACCES,
+                libc::ENOEXEC,
+                libc::EISDIR,
+                libc::ELOOP,
+                libc::ENAMETOOLONG,
+            ]) =>
+        {
+            Err(StartError::Rejected(format!("{stage}: {err}")))
+        }
+        _ => Err(StartError::Failed(format!("{stage}: {err}"))),
     }
-    Err(StartError::Failed(format!("{stage}: {err}")))
 }
 
 /// The forked child. Never returns.

@@ -10,7 +10,7 @@ use clap::Parser;
 use cocoon_api::backend::RuntimeBackend;
 use cocoon_api::{routes, server};
 use cocoon_runtime::image::PullOptions;
-use cocoon_runtime::sandbox::{ManagerConfig, SandboxManager, VmmPaths};
+use cocoon_runtime::sandbox::{spec, Limits, ManagerConfig, SandboxManager, VmmPaths};
 
 /// Where `make install` puts things (PREFIX=/usr/local).
 const INSTALLED_VMM: &str = "/usr/local/bin/cocoon-vmm";
@@ -68,6 +68,15 @@ struct Args {
     /// (give each daemon on a host its own).
     #[arg(long, value_name = "CIDR", default_value = "10.200.0.0/16")]
     network_pool: cocoon_runtime::network::Pool,
+    /// Most vCPUs a sandbox may ask for (creates above answer 400).
+    #[arg(long, value_name = "N", default_value_t = spec::MAX_VCPUS)]
+    max_vcpus: u32,
+    /// Most guest memory a sandbox may ask for, MiB (at least the default 256).
+    #[arg(long, value_name = "MIB", default_value_t = spec::MAX_MEMORY_MIB)]
+    max_memory_mib: u64,
+    /// Largest scratch disk a sandbox may ask for, MiB (at least the default 1024).
+    #[arg(long, value_name = "MIB", default_value_t = spec::MAX_DISK_MIB)]
+    max_disk_mib: u64,
 }
 
 /// The first of `candidates` that exists, or an error naming them all.
@@ -148,6 +157,8 @@ fn main() -> Result<()> {
             vec![INSTALLED_INITRD.into(), repo_build("initramfs.img")],
         )?,
     };
+    let limits = Limits::new(args.max_vcpus, args.max_memory_mib, args.max_disk_mib)
+        .context("--max-vcpus, --max-memory-mib, --max-disk-mib")?;
     let token = match (&args.listen, &args.token_file) {
         (Some(_), Some(f)) => Some(server::read_token(f)?),
         (Some(_), None) => {
@@ -161,14 +172,15 @@ fn main() -> Result<()> {
         .enable_all()
         .build()
         .context("starting the tokio runtime")?;
-    rt.block_on(run(args, paths, token))
+    rt.block_on(run(args, paths, limits, token))
 }
 
-async fn run(args: Args, paths: VmmPaths, token: Option<String>) -> Result<()> {
+async fn run(args: Args, paths: VmmPaths, limits: Limits, token: Option<String>) -> Result<()> {
     let mut cfg = ManagerConfig::new(args.state_dir.clone(), paths.clone());
     cfg.boot_timeout = Duration::from_secs(args.boot_timeout);
     cfg.stop_timeout = Duration::from_secs(args.stop_timeout);
     cfg.network_pool = args.network_pool;
+    cfg.limits = limits;
     let manager = SandboxManager::open(cfg)
         .await
         .with_context(|| format!("opening state directory {}", args.state_dir.display()))?;
@@ -191,6 +203,9 @@ async fn run(args: Args, paths: VmmPaths, token: Option<String>) -> Result<()> {
         vmm = %paths.vmm.display(),
         kernel = %paths.kernel.display(),
         initrd = %paths.initrd.display(),
+        max_vcpus = limits.max_vcpus(),
+        max_memory_mib = limits.max_memory_mib(),
+        max_disk_mib = limits.max_disk_mib(),
         "cocoond serving"
     );
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

@@ -41,7 +41,8 @@ use super::files::{self, FileError, FileErrorKind};
 use super::logs::{read_log, LogReader, LogStream, LogWriter};
 use super::record::{now_rfc3339, ExitInfo, SandboxRecord, SandboxState};
 use super::spec::{
-    exec_process, resolve_process, ExecSpec, ExecStreamSpec, Network, SandboxSpec, SpecError,
+    exec_process, resolve_process, ExecSpec, ExecStreamSpec, Limits, Network, SandboxSpec,
+    SpecError,
 };
 use super::stream::{self, OutputChunk, ProcessIo};
 use super::vmm::{kill_identity, Launch, VmmPaths, VmmProcess};
@@ -83,11 +84,13 @@ pub struct ManagerConfig {
     pub stop_timeout: Duration,
     /// Where `network: default` sandboxes take their /30 subnets from.
     pub network_pool: Pool,
+    /// The largest sandbox a create may ask for.
+    pub limits: Limits,
 }
 
 impl ManagerConfig {
-    /// A configuration with the usual time limits (60 s boot, 10 s stop)
-    /// and the default network pool (`10.200.0.0/16`).
+    /// A configuration with the usual time limits (60 s boot, 10 s stop),
+    /// the default network pool (`10.200.0.0/16`) and the absolute size limits.
     pub fn new(state_dir: PathBuf, vmm: VmmPaths) -> Self {
         ManagerConfig {
             state_dir,
@@ -95,6 +98,7 @@ impl ManagerConfig {
             boot_timeout: Duration::from_secs(60),
             stop_timeout: Duration::from_secs(10),
             network_pool: Pool::DEFAULT,
+            limits: Limits::default(),
         }
     }
 }
@@ -416,6 +420,7 @@ impl SandboxManager {
     /// sandbox is kept in state `failed` with the reason).
     pub async fn create(&self, spec: SandboxSpec) -> Result<SandboxRecord, SandboxError> {
         spec.validate()?;
+        self.inner.cfg.limits.check(&spec)?;
         let images = self.inner.images.clone();
         let image = spec.image.clone();
         let (root_disk, record) = tokio::task::spawn_blocking(move || {

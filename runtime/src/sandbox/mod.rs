@@ -55,6 +55,6 @@ pub use manager::{
     INIT_EXEC_ID, MAX_EXEC_OUTPUT,
 };
 pub use record::{ExitInfo, SandboxRecord, SandboxState};
-pub use spec::{ExecSpec, ExecStreamSpec, Network, SandboxSpec, SpecError};
+pub use spec::{ExecSpec, ExecStreamSpec, Limits, Network, SandboxSpec, SpecError};
 pub use stream::{Control, Ending, OutputChunk, ProcessIo};
 pub use vmm::VmmPaths;

@@ -211,6 +211,128 @@ impl SandboxSpec {
     }
 }
 
+/// The largest sandbox one daemon creates: the absolute limits
+/// ([`MAX_VCPUS`], [`MAX_MEMORY_MIB`], [`MAX_DISK_MIB`]) unless its operator
+/// set lower ones (a small host, a test machine), so that no client can ask
+/// for more than the host can give.
+///
+/// A limit is never below the default size: a create that names no size
+/// must still be possible.
+///
+/// ```
+/// use cocoon_runtime::sandbox::{Limits, SandboxSpec};
+///
+/// let limits = Limits::new(2, 512, 2048).unwrap();
+/// let mut spec = SandboxSpec::new("busybox");
+/// assert!(limits.check(&spec).is_ok());
+/// spec.vcpus = 4;
+/// assert!(limits.check(&spec).unwrap_err().to_string().contains("at most 2"));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    max_vcpus: u32,
+    max_memory_mib: u64,
+    max_disk_mib: u64,
+}
+
+impl Default for Limits {
+    /// The absolute limits.
+    fn default() -> Self {
+        Limits {
+            max_vcpus: MAX_VCPUS,
+            max_memory_mib: MAX_MEMORY_MIB,
+            max_disk_mib: MAX_DISK_MIB,
+        }
+    }
+}
+
+impl Limits {
+    /// Limits of `max_vcpus` vCPUs, `max_memory_mib` of guest memory and a
+    /// `max_disk_mib` scratch disk per sandbox. Each must lie between the
+    /// default size and the absolute limit.
+    pub fn new(
+        max_vcpus: u32,
+        max_memory_mib: u64,
+        max_disk_mib: u64,
+    ) -> Result<Limits, SpecError> {
+        if !(DEFAULT_VCPUS..=MAX_VCPUS).contains(&max_vcpus) {
+            return Err(invalid(
+                "max_vcpus",
+                format!("must be {DEFAULT_VCPUS} to {MAX_VCPUS}, not {max_vcpus}"),
+            ));
+        }
+        if !(DEFAULT_MEMORY_MIB..=MAX_MEMORY_MIB).contains(&max_memory_mib) {
+            return Err(invalid(
+                "max_memory_mib",
+                format!(
+                    "must be {DEFAULT_MEMORY_MIB} (the default size) to {MAX_MEMORY_MIB}, not {max_memory_mib}"
+                ),
+            ));
+        }
+        if !(DEFAULT_DISK_MIB..=MAX_DISK_MIB).contains(&max_disk_mib) {
+            return Err(invalid(
+                "max_disk_mib",
+                format!(
+                    "must be {DEFAULT_DISK_MIB} (the default size) to {MAX_DISK_MIB}, not {max_disk_mib}"
+                ),
+            ));
+        }
+        Ok(Limits {
+            max_vcpus,
+            max_memory_mib,
+            max_disk_mib,
+        })
+    }
+
+    /// Most vCPUs per sandbox.
+    pub fn max_vcpus(&self) -> u32 {
+        self.max_vcpus
+    }
+
+    /// Most guest memory per sandbox, MiB.
+    pub fn max_memory_mib(&self) -> u64 {
+        self.max_memory_mib
+    }
+
+    /// Largest scratch disk per sandbox, MiB.
+    pub fn max_disk_mib(&self) -> u64 {
+        self.max_disk_mib
+    }
+
+    /// Refuses a spec that asks for more than these limits (checked after
+    /// [`SandboxSpec::validate`], which holds the absolute ones).
+    pub fn check(&self, spec: &SandboxSpec) -> Result<(), SpecError> {
+        if spec.vcpus > self.max_vcpus {
+            return Err(invalid(
+                "vcpus",
+                format!(
+                    "this daemon allows at most {} per sandbox, not {}",
+                    self.max_vcpus, spec.vcpus
+                ),
+            ));
+        }
+        if spec.memory_mib > self.max_memory_mib {
+            return Err(invalid(
+                "memory_mib",
+                format!(
+                    "this daemon allows at most {} per sandbox, not {}",
+                    self.max_memory_mib, spec.memory_mib
+                ),
+            ));
+        }
+        if spec.disk_mib > self.max_disk_mib {
+            return Err(invalid(
+                "disk_mib",
+                format!(
+                    "this daemon allows at most {} per sandbox, not {}",
+                    self.max_disk_mib, spec.disk_mib
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// A request to run a process in a running sandbox and collect its output.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -570,6 +692,36 @@ mod tests {
         // Negative and fractional numbers fail in the parser.
         assert!(parse(r#"{"image":"b","vcpus":-1}"#).is_err());
         assert!(parse(r#"{"image":"b","memory_mib":1.5}"#).is_err());
+    }
+
+    #[test]
+    fn daemon_limits_refuse_bigger_sandboxes() {
+        let limits = Limits::new(1, 256, 1024).unwrap_or_else(|e| panic!("{e}"));
+        assert!(limits.check(&SandboxSpec::new("b")).is_ok());
+        for (json, field) in [
+            (r#"{"image":"b","vcpus":2}"#, "vcpus"),
+            (r#"{"image":"b","memory_mib":257}"#, "memory_mib"),
+            (r#"{"image":"b","disk_mib":1025}"#, "disk_mib"),
+        ] {
+            let spec = parse(json).unwrap_or_else(|e| panic!("{json}: {e}"));
+            let e = limits.check(&spec).unwrap_err().to_string();
+            assert!(e.starts_with(field) && e.contains("at most"), "{json}: {e}");
+        }
+        assert!(Limits::default()
+            .check(
+                &parse(r#"{"image":"b","vcpus":64,"memory_mib":65536}"#)
+                    .unwrap_or_else(|e| panic!("{e}"))
+            )
+            .is_ok());
+        // Limits below the default size (or above the absolute ones) are refused.
+        assert!(Limits::new(0, 256, 1024).is_err());
+        assert!(Limits::new(1, 128, 1024).is_err());
+        assert!(Limits::new(1, 256, 16).is_err());
+        assert!(Limits::new(65, 256, 1024).is_err());
+        assert_eq!(
+            Limits::new(MAX_VCPUS, MAX_MEMORY_MIB, MAX_DISK_MIB),
+            Ok(Limits::default())
+        );
     }
 
     #[test]
