@@ -7,6 +7,7 @@
 #![warn(missing_docs)]
 
 pub mod daemon;
+pub mod hostnet;
 pub mod sandbox;
 
 use std::io::Read;

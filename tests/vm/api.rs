@@ -7,6 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use cocoon_tests::daemon::{show, Daemon};
+use cocoon_tests::hostnet::all_sandbox_links;
 
 #[test]
 fn cli_run_rm_prints_output_returns_exit_code_and_leaves_nothing() {
@@ -438,22 +439,10 @@ fn two_hundred_create_delete_cycles_leak_nothing() {
         Vec::<String>::new(),
         "mounts remain"
     );
-    let netns = Command::new("ip").args(["netns", "list"]).output().unwrap();
-    let netns = String::from_utf8_lossy(&netns.stdout);
-    assert!(
-        !netns.contains("cocoon-"),
-        "network namespaces remain: {netns}"
-    );
-    let links = Command::new("ip")
-        .args(["-o", "link", "show"])
-        .output()
-        .unwrap();
-    let links = String::from_utf8_lossy(&links.stdout);
-    assert!(
-        !links
-            .lines()
-            .any(|l| l.split(": ").nth(1).is_some_and(|n| n.starts_with("coc"))),
-        "sandbox interfaces remain: {links}"
+    assert_eq!(
+        all_sandbox_links(),
+        Vec::<String>::new(),
+        "network namespaces or sandbox interfaces remain"
     );
     let fds_after = fd_count(daemon_pid);
     assert!(

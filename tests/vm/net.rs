@@ -13,6 +13,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use cocoon_guest_test::{pattern_checksum, Fnv, Pattern};
+use cocoon_tests::hostnet::ip;
 use cocoon_tests::{kernel, require_linux_kvm, run_vmm_via, test_initrd, VmmRun, BOOT_DEADLINE};
 
 const MIB: u64 = 1 << 20;
@@ -23,15 +24,6 @@ const GUEST_MAC: &str = "02:cc:00:00:00:02";
 /// A network namespace holding the TAP `cctap0`; deleted on drop.
 struct NetNs {
     name: String,
-}
-
-fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().expect("spawn ip");
-    assert!(
-        out.status.success(),
-        "ip {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 impl NetNs {

@@ -20,21 +20,13 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use cocoon_tests::daemon::{show, Daemon};
+use cocoon_tests::hostnet::{all_sandbox_links, ip};
 
 const OUTSIDE_HOST_IP: &str = "192.0.2.1";
 const OUTSIDE_IP: &str = "192.0.2.2";
 const OUTSIDE_PORT: u16 = 7000;
 const HOST_PORT: u16 = 7001;
 const SANDBOX_PORT: u16 = 8080;
-
-fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().expect("spawn ip");
-    assert!(
-        out.status.success(),
-        "ip {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// The "outside" network namespace; deleted on drop.
 struct Outside {
@@ -217,33 +209,6 @@ fn leftovers_of(id: &str) -> Vec<String> {
     if std::path::Path::new(&dev).exists() {
         left.push(dev);
     }
-    left
-}
-
-/// Every sandbox namespace (`cocoon-` and 12 hex digits) and host-side
-/// sandbox interface (`coc...`) on the machine.
-fn all_sandbox_links() -> Vec<String> {
-    let names = |dir: &str| -> Vec<String> {
-        std::fs::read_dir(dir)
-            .map(|d| {
-                d.flatten()
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    let mut left: Vec<String> = names("/run/netns")
-        .into_iter()
-        .filter(|n| {
-            n.strip_prefix("cocoon-")
-                .is_some_and(|h| h.len() == 12 && h.bytes().all(|b| b.is_ascii_hexdigit()))
-        })
-        .collect();
-    left.extend(
-        names("/sys/class/net")
-            .into_iter()
-            .filter(|n| n.starts_with("coc")),
-    );
     left
 }
 
