@@ -961,14 +961,19 @@ mod tests {
         assert_eq!(src.left(), 1);
     }
 
+    /// Posts `n` receive buffers of 2000 bytes, one chain each, 4 KiB apart.
+    fn post_rx_buffers(rxq: &MockSplitQueue<'_, GuestMemoryMmap>, n: u16) {
+        for i in 0..n {
+            let addr = A + u64::from(i) * 0x1000;
+            rxq.add_desc_chains(&linked(&[(addr, 2000, W)]), i).unwrap();
+        }
+    }
+
     #[test]
     fn rx_event_idx_suppresses_interrupts_and_kicks() {
         let m = mem();
         let rxq = MockSplitQueue::new(&m, 16);
-        for i in 0..8u16 {
-            let addr = A + u64::from(i) * 0x1000;
-            rxq.add_desc_chains(&linked(&[(addr, 2000, W)]), i).unwrap();
-        }
+        post_rx_buffers(&rxq, 8);
         let acked = features::MRG_RXBUF | VIRTIO_RING_F_EVENT_IDX;
         let (mut a, irq) = active_acked(&m, &rxq, acked);
         let mut rx = RxState::new();
@@ -997,10 +1002,7 @@ mod tests {
     fn rx_event_idx_interrupts_once_at_the_end_of_the_batch() {
         let m = mem();
         let rxq = MockSplitQueue::new(&m, 16);
-        for i in 0..8u16 {
-            let addr = A + u64::from(i) * 0x1000;
-            rxq.add_desc_chains(&linked(&[(addr, 2000, W)]), i).unwrap();
-        }
+        post_rx_buffers(&rxq, 8);
         let acked = features::MRG_RXBUF | VIRTIO_RING_F_EVENT_IDX;
         let (mut a, irq) = active_acked(&m, &rxq, acked);
         let mut rx = RxState::new();
