@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use axum::body::Body;
 use bytes::Bytes;
@@ -55,8 +56,13 @@ pub trait Backend: Send + Sync + 'static {
     fn list(&self, filter: &ListFilter) -> Vec<SandboxRecord>;
     /// One sandbox.
     fn get(&self, id: &str) -> Result<SandboxRecord, SandboxError>;
-    /// Stops a sandbox.
-    fn stop(&self, id: &str) -> impl Future<Output = Result<SandboxRecord, SandboxError>> + Send;
+    /// Stops a sandbox: SIGTERM to its init, `grace` (default: the
+    /// daemon's) for it to exit, then the VM is killed.
+    fn stop(
+        &self,
+        id: &str,
+        grace: Option<Duration>,
+    ) -> impl Future<Output = Result<SandboxRecord, SandboxError>> + Send;
     /// Waits for a sandbox to stop or fail.
     fn wait(&self, id: &str) -> impl Future<Output = Result<SandboxRecord, SandboxError>> + Send;
     /// Deletes a sandbox.
@@ -274,8 +280,8 @@ impl Backend for RuntimeBackend {
     fn get(&self, id: &str) -> Result<SandboxRecord, SandboxError> {
         self.manager.get(id)
     }
-    async fn stop(&self, id: &str) -> Result<SandboxRecord, SandboxError> {
-        self.manager.stop(id).await
+    async fn stop(&self, id: &str, grace: Option<Duration>) -> Result<SandboxRecord, SandboxError> {
+        self.manager.stop(id, grace).await
     }
     async fn wait(&self, id: &str) -> Result<SandboxRecord, SandboxError> {
         self.manager.wait(id).await

@@ -14,7 +14,7 @@
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::{BytesRejection, QueryRejection};
@@ -306,11 +306,32 @@ async fn inspect<B: Backend>(
     Ok(Json(st.backend.get(&id)?).into_response())
 }
 
+/// Longest grace a stop may give the init, seconds.
+pub const MAX_STOP_TIMEOUT_S: u64 = 3600;
+
+/// `POST /v1/sandboxes/{id}/stop` query.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StopQuery {
+    /// Seconds the init gets after SIGTERM before the VM is killed.
+    timeout: Option<u64>,
+}
+
 async fn stop<B: Backend>(
     State(st): Shared<B>,
     Path(id): Path<String>,
+    q: Result<Query<StopQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    Ok(Json(st.backend.stop(&id).await?).into_response())
+    let q = parse_query(q)?;
+    let grace = match q.timeout {
+        Some(t) if t > MAX_STOP_TIMEOUT_S => {
+            return Err(ApiError::invalid(format!(
+                "timeout: at most {MAX_STOP_TIMEOUT_S} seconds"
+            )))
+        }
+        t => t.map(Duration::from_secs),
+    };
+    Ok(Json(st.backend.stop(&id, grace).await?).into_response())
 }
 
 async fn wait<B: Backend>(

@@ -211,7 +211,11 @@ impl Backend for Fake {
     fn get(&self, id: &str) -> Result<SandboxRecord, SandboxError> {
         self.find(id)
     }
-    async fn stop(&self, id: &str) -> Result<SandboxRecord, SandboxError> {
+    async fn stop(
+        &self,
+        id: &str,
+        _grace: Option<Duration>,
+    ) -> Result<SandboxRecord, SandboxError> {
         self.set_state(id, SandboxState::Stopped)
     }
     async fn wait(&self, id: &str) -> Result<SandboxRecord, SandboxError> {
@@ -557,10 +561,24 @@ async fn create_inspect_exec_stop_delete() {
         (StatusCode::OK, b"err\n".as_slice())
     );
 
+    for bad in ["timeout=3601", "timeout=-1", "timeout=soon", "grace=1"] {
+        let a = call(
+            &app,
+            Method::POST,
+            &format!("/v1/sandboxes/{id}/stop?{bad}"),
+            None,
+        )
+        .await;
+        assert_eq!(
+            (a.status, a.error_code()),
+            (StatusCode::BAD_REQUEST, "invalid_request".into()),
+            "{bad}"
+        );
+    }
     let a = call(
         &app,
         Method::POST,
-        &format!("/v1/sandboxes/{id}/stop"),
+        &format!("/v1/sandboxes/{id}/stop?timeout=5"),
         None,
     )
     .await;

@@ -101,6 +101,10 @@ api -f -o /dev/null -X POST "$base/v1/images" -d '{"builtin":"busybox"}'
 COCOON_SANDBOX=$(api -f -X POST "$base/v1/sandboxes" \
   -d '{"image":"busybox","cmd":["sleep","3600"],"labels":{"role":"schemathesis"}}' | jq -r .id)
 export COCOON_SANDBOX
+COCOON_EXITED=$(api -f -X POST "$base/v1/sandboxes" \
+  -d '{"image":"busybox","cmd":["true"],"labels":{"role":"schemathesis"}}' | jq -r .id)
+api -f -o /dev/null -X POST "$base/v1/sandboxes/$COCOON_EXITED/wait"
+export COCOON_EXITED
 
 cd "$work"
 start=$(date +%s)

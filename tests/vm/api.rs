@@ -53,6 +53,94 @@ fn cli_run_rm_prints_output_returns_exit_code_and_leaves_nothing() {
 }
 
 #[test]
+fn stop_sends_sigterm_then_kills_after_the_grace() {
+    let d = Daemon::start();
+    d.ok(&["import", "--builtin", "busybox"]);
+
+    // An init that handles SIGTERM exits in its grace and keeps its code
+    // and last words.
+    let id = d
+        .ok(&[
+            "run",
+            "-d",
+            "busybox",
+            "--",
+            "sh",
+            "-c",
+            "trap 'echo bye; exit 3' TERM; echo ready; while :; do sleep 0.1; done",
+        ])
+        .trim()
+        .to_string();
+    let start = Instant::now();
+    while !d.ok(&["logs", &id]).contains("ready") {
+        assert!(start.elapsed() < Duration::from_secs(60), "{}", d.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let start = Instant::now();
+    assert_eq!(d.ok(&["stop", "-t", "60", &id]).trim(), id);
+    let s = d.inspect(&id);
+    assert_eq!(s["state"], "stopped", "{s}");
+    assert_eq!(s["exit"]["exit_code"], 3, "{s}");
+    assert!(
+        start.elapsed() < Duration::from_secs(30),
+        "the stop waited for the grace to end: {:?}",
+        start.elapsed()
+    );
+    assert_eq!(d.ok(&["logs", &id]), "ready\nbye\n");
+    d.ok(&["rm", &id]);
+
+    // The workload is not PID 1 (the container's reaper is), so a plain
+    // `sleep` dies of SIGTERM as it would on a host.
+    let id = d
+        .ok(&["run", "-d", "busybox", "--", "sleep", "600"])
+        .trim()
+        .to_string();
+    d.ok(&["stop", &id]);
+    let s = d.inspect(&id);
+    assert_eq!(
+        (&s["exit"]["exit_code"], &s["exit"]["signal"]),
+        (&143.into(), &15.into()),
+        "{s}"
+    );
+    d.ok(&["rm", &id]);
+
+    // One that ignores SIGTERM is killed once the grace ends.
+    let id = d
+        .ok(&[
+            "run",
+            "-d",
+            "busybox",
+            "--",
+            "sh",
+            "-c",
+            "trap '' TERM; echo ready; while :; do sleep 0.1; done",
+        ])
+        .trim()
+        .to_string();
+    let start = Instant::now();
+    while !d.ok(&["logs", &id]).contains("ready") {
+        assert!(start.elapsed() < Duration::from_secs(60), "{}", d.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let start = Instant::now();
+    d.ok(&["stop", "-t", "2", &id]);
+    let took = start.elapsed();
+    let s = d.inspect(&id);
+    assert_eq!(s["state"], "stopped", "{s}");
+    assert!(s["exit"].is_null(), "{s}");
+    assert!(
+        took >= Duration::from_secs(2),
+        "stopped before the grace: {took:?}"
+    );
+    assert_eq!(d.vmm_pids().len(), 0, "the VMM outlived the stop");
+    // A grace beyond the limit is refused.
+    let out = d.cli(&["stop", "-t", "3601", &id]);
+    assert_ne!(out.status.code(), Some(0), "{}", show(&out));
+    d.ok(&["rm", &id]);
+    d.assert_nothing_left();
+}
+
+#[test]
 fn restarted_daemon_keeps_serving_running_sandboxes_and_fails_killed_ones() {
     let mut d = Daemon::start();
     d.ok(&["import", "--builtin", "busybox"]);

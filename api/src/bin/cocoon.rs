@@ -136,6 +136,10 @@ enum Cmd {
     },
     /// Stop sandboxes.
     Stop {
+        /// Seconds the init gets after SIGTERM before the VM is killed
+        /// (default: the daemon's `--stop-timeout`).
+        #[arg(short = 't', long = "time", value_name = "SECS")]
+        time: Option<u64>,
         /// The sandboxes.
         #[arg(required = true)]
         ids: Vec<String>,
@@ -385,11 +389,13 @@ async fn run(client: Client, cmd: Cmd) -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => api_fail(&e),
         },
-        Cmd::Stop { ids } => {
+        Cmd::Stop { time, ids } => {
+            let query = time.map(|t| format!("?timeout={t}")).unwrap_or_default();
             each(ids, |id| {
                 let client = client.clone();
+                let query = query.clone();
                 async move {
-                    let path = format!("/v1/sandboxes/{}/stop", encode_segment(&id));
+                    let path = format!("/v1/sandboxes/{}/stop{query}", encode_segment(&id));
                     client
                         .json::<SandboxRecord>(Method::POST, &path, None::<&()>)
                         .await

@@ -61,7 +61,8 @@ struct Args {
     /// the system's).
     #[arg(long, value_name = "FILE")]
     registry_ca: Option<PathBuf>,
-    /// Seconds a stopping guest may take to power off before it is killed.
+    /// Seconds a stop gives the init after SIGTERM before the VM is killed
+    /// (a client's `?timeout=` overrides it).
     #[arg(long, default_value_t = 10)]
     stop_timeout: u64,
     /// IPv4 range `network: default` sandboxes take their /30 subnets from

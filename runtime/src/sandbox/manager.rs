@@ -69,6 +69,8 @@ const REATTACH_TIMEOUT: Duration = Duration::from_secs(10);
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a killed VMM may take to be gone.
 const KILL_TIMEOUT: Duration = Duration::from_secs(10);
+/// The signal a stop sends the init first.
+const SIGTERM: i32 = 15;
 
 /// How the manager is set up.
 #[derive(Debug, Clone)]
@@ -79,8 +81,8 @@ pub struct ManagerConfig {
     pub vmm: VmmPaths,
     /// Longest wait from starting the VMM to reaching the agent.
     pub boot_timeout: Duration,
-    /// Longest wait for the guest to power off when stopping, before the
-    /// VMM is killed.
+    /// Default grace a stop gives the init after SIGTERM before the VM is
+    /// killed (Docker's `stop -t`).
     pub stop_timeout: Duration,
     /// Where `network: default` sandboxes take their /30 subnets from.
     pub network_pool: Pool,
@@ -282,6 +284,9 @@ struct Slot {
     log_appended: watch::Sender<()>,
     /// The init's stdin (`stdin: true`) until an attach takes it.
     init_stdin: Mutex<Option<InputStream>>,
+    /// The init's exit once the monitor saw it (and its output was drained),
+    /// for a stop waiting out its grace period.
+    init_exit: watch::Sender<Option<ExitInfo>>,
 }
 
 /// A running sandbox's connections.
@@ -291,10 +296,16 @@ struct Live {
     vmm: VmmProcess,
 }
 
-/// What ended a running sandbox, as the monitor saw it.
+/// Why a running sandbox stops.
 enum Ending {
+    /// The monitor saw the init exit: nothing is left to wait for.
     InitExited(ExitInfo),
+    /// `timeout_s` passed: a stop with the default grace.
     Timeout,
+    /// A client asked for a stop with this grace.
+    Requested(Duration),
+    /// A delete: no grace, the workload is thrown away (`docker rm -f`).
+    Deleted,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -313,6 +324,7 @@ impl Slot {
             live: Mutex::new(None),
             log_appended: watch::channel(()).0,
             init_stdin: Mutex::new(None),
+            init_exit: watch::channel(None).0,
         })
     }
 
@@ -491,15 +503,20 @@ impl SandboxManager {
             .collect()
     }
 
-    /// Stops a running sandbox: the agent powers the VM off (the VMM is
-    /// killed if it does not within the stop timeout), its scratch disk and
-    /// socket are removed. Stopping a stopped or failed sandbox returns it
-    /// as it is.
-    pub async fn stop(&self, id: &str) -> Result<SandboxRecord, SandboxError> {
+    /// Stops a running sandbox as `docker stop` does: SIGTERM to the init,
+    /// then, once it exited or `grace` (default: the configured stop
+    /// timeout) passed, the VM is killed; its scratch disk and socket are
+    /// removed. Stopping a stopped or failed sandbox returns it as it is.
+    pub async fn stop(
+        &self,
+        id: &str,
+        grace: Option<Duration>,
+    ) -> Result<SandboxRecord, SandboxError> {
         let slot = self.inner.slot(id)?;
         let span = tracing::info_span!("sandbox", id = %slot.id);
+        let grace = grace.unwrap_or(self.inner.cfg.stop_timeout);
         self.inner
-            .stop_slot(&slot, None, None)
+            .stop_slot(&slot, Ending::Requested(grace), None)
             .instrument(span)
             .await
     }
@@ -909,6 +926,7 @@ impl Inner {
             .await
             .map_err(|e| BootFailure::Other(format!("scratch disk task: {e}")))?
             .map_err(|e| BootFailure::Other(format!("scratch disk: {e}")))?;
+        tracing::debug!("scratch disk made");
 
         let network = slot.record().network;
         if let Some(n) = &network {
@@ -945,6 +963,7 @@ impl Inner {
             .connect_booting(&vmm, &socket)
             .await
             .map_err(|reason| BootFailure::Other(format!("{reason}\n{}", log_tail(&vmm_log))))?;
+        tracing::debug!("agent reached");
         let live = Live {
             client: client.clone(),
             vmm,
@@ -972,6 +991,7 @@ impl Inner {
             .create_container(CONTAINER_ID, rootfs, setup)
             .await
             .map_err(|e| BootFailure::Other(format!("creating the container: {e}")))?;
+        tracing::debug!("container created");
 
         let process = slot.record().process;
         // The agent keeps the init's output while no daemon is connected
@@ -1054,7 +1074,8 @@ impl Inner {
                             }
                             let exit = ExitInfo::from(status);
                             tracing::info!(exit_code = exit.exit_code, "init exited");
-                            let _ = inner.stop_slot(&slot, Some(Ending::InitExited(exit)), None).await;
+                            slot.init_exit.send_replace(Some(exit));
+                            let _ = inner.stop_slot(&slot, Ending::InitExited(exit), None).await;
                         }
                         Err(e) => {
                             // The VMM may be on its way out: prefer its reason.
@@ -1067,7 +1088,7 @@ impl Inner {
                     },
                     r = live.vmm.wait() => inner.fail_slot(&slot, format!("the VMM {r}")).await,
                     _ = deadline => {
-                        let _ = inner.stop_slot(&slot, Some(Ending::Timeout), None).await;
+                        let _ = inner.stop_slot(&slot, Ending::Timeout, None).await;
                     }
                 }
             }
@@ -1079,7 +1100,7 @@ impl Inner {
     async fn stop_slot(
         &self,
         slot: &Slot,
-        ending: Option<Ending>,
+        ending: Ending,
         held: Option<&tokio::sync::MutexGuard<'_, ()>>,
     ) -> Result<SandboxRecord, SandboxError> {
         let _guard = match held {
@@ -1097,15 +1118,27 @@ impl Inner {
                 })
             }
         }
-        let live = slot.take_live();
-        if let Some(live) = live {
-            self.power_off(&live).await;
+        let grace = match ending {
+            Ending::Timeout => Some(self.cfg.stop_timeout),
+            Ending::Requested(g) => Some(g),
+            Ending::InitExited(_) | Ending::Deleted => None,
+        };
+        if let (Some(grace), Some(live)) = (grace, slot.live()) {
+            self.terminate_init(slot, &live, grace).await;
+        }
+        // Nothing in the VM outlives a stop (the scratch disk is removed
+        // next), so there is no guest shutdown to wait for.
+        if let Some(live) = slot.take_live() {
+            if live.vmm.kill_and_wait(KILL_TIMEOUT).await.is_none() {
+                tracing::error!(pid = live.vmm.identity().pid, "the VMM could not be killed");
+            }
         }
         self.release(slot).await;
+        let exited = *slot.init_exit.borrow();
         let (exit, reason) = match ending {
-            Some(Ending::InitExited(e)) => (Some(e), None),
-            Some(Ending::Timeout) => (None, Some("timeout_s reached".to_string())),
-            None => (None, None),
+            Ending::InitExited(e) => (Some(e), None),
+            Ending::Timeout => (exited, Some("timeout_s reached".to_string())),
+            Ending::Requested(_) | Ending::Deleted => (exited, None),
         };
         tracing::info!("sandbox stopped");
         Ok(self.update(slot, |r| {
@@ -1117,20 +1150,21 @@ impl Inner {
         }))
     }
 
-    /// Asks the agent to power off, then kills the VMM if it has not gone.
-    async fn power_off(&self, live: &Live) {
-        let limit = self.cfg.stop_timeout;
-        if live.client.is_connected() {
-            if let Err(e) = tokio::time::timeout(limit, live.client.shutdown()).await {
-                tracing::warn!("agent shutdown: {e}");
-            }
+    /// Sends SIGTERM to the init and waits up to `grace` for the monitor
+    /// to see it exit.
+    async fn terminate_init(&self, slot: &Slot, live: &Live, grace: Duration) {
+        let mut exited = slot.init_exit.subscribe();
+        if exited.borrow().is_some() || grace.is_zero() || !live.client.is_connected() {
+            return;
         }
-        if live.vmm.wait_timeout(limit).await.is_none() {
-            tracing::warn!("the VMM did not exit within {limit:?}; killing it");
-            if live.vmm.kill_and_wait(KILL_TIMEOUT).await.is_none() {
-                tracing::error!(pid = live.vmm.identity().pid, "the VMM could not be killed");
-            }
+        let deadline = tokio::time::Instant::now() + grace;
+        let signal = live.client.signal(CONTAINER_ID, INIT_EXEC_ID, SIGTERM);
+        match tokio::time::timeout_at(deadline, signal).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::debug!("SIGTERM to the init: {e}"),
+            Err(_) => return,
         }
+        let _ = tokio::time::timeout_at(deadline, exited.wait_for(Option::is_some)).await;
     }
 
     /// Marks a running sandbox failed and releases it.
@@ -1156,7 +1190,7 @@ impl Inner {
     async fn delete_slot(&self, slot: &Slot) -> Result<SandboxRecord, SandboxError> {
         let guard = slot.op.lock().await;
         if slot.state() == SandboxState::Running {
-            self.stop_slot(slot, None, Some(&guard)).await?;
+            self.stop_slot(slot, Ending::Deleted, Some(&guard)).await?;
         }
         // A VMM of a failed start may still be recorded.
         let live = slot.take_live();
