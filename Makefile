@@ -78,7 +78,7 @@ vm-test: build test-initramfs
 api-fuzz: build
 	bash tests/api/schemathesis.sh $(TARGET_DIR) $(BUILD)
 
-test: lint unit-test vm-test
+test: lint unit-test vm-test api-fuzz
 
 bench: build test-initramfs
 	$(MACHINE) python3 bench/boot.py --vmm $(VMM) --kernel $(BUILD)/vmlinux --initrd $(BUILD)/initramfs.img

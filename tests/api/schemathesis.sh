@@ -54,7 +54,7 @@ daemon=$!
 vmms() {
   local p
   for p in /proc/[0-9]*; do
-    tr '\0' ' ' < "$p/cmdline" 2>/dev/null | grep -qF -- "$work/state/" && echo "${p#/proc/}"
+    tr '\0' ' ' 2>/dev/null < "$p/cmdline" | grep -qF -- "$work/state/" && echo "${p#/proc/}"
   done
   return 0
 }
