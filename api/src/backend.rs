@@ -11,6 +11,7 @@ use axum::body::Body;
 use bytes::Bytes;
 use cocoon_proto::PathInfo;
 use cocoon_runtime::image::{busybox, Credentials, ImageSummary, Images, PullEvent, PullOptions};
+use cocoon_runtime::sandbox::pool::PoolStats;
 use cocoon_runtime::sandbox::{
     ExecOutput, ExecSpec, ExecStreamSpec, Limits, ListFilter, LogStream, OutputChunk, ProcessIo,
     SandboxError, SandboxManager, SandboxRecord, SandboxSpec, SandboxState,
@@ -101,6 +102,10 @@ pub trait Backend: Send + Sync + 'static {
     ) -> impl Future<Output = Result<mpsc::Receiver<OutputChunk>, SandboxError>> + Send;
     /// Sandboxes per state.
     fn counts(&self) -> BTreeMap<SandboxState, usize>;
+    /// The warm pool's counts (none without one).
+    fn warm_pool(&self) -> PoolStats {
+        PoolStats::default()
+    }
     /// Every image.
     fn images(&self) -> impl Future<Output = Result<Vec<ImageInfo>, ApiError>> + Send;
     /// Imports an image (request already validated).
@@ -310,6 +315,9 @@ impl Backend for RuntimeBackend {
     }
     fn counts(&self) -> BTreeMap<SandboxState, usize> {
         self.manager.counts()
+    }
+    fn warm_pool(&self) -> PoolStats {
+        self.manager.warm_pool()
     }
     async fn images(&self) -> Result<Vec<ImageInfo>, ApiError> {
         let images = self.manager.images().clone();

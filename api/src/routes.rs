@@ -186,6 +186,24 @@ async fn metrics<B: Backend>(State(st): Shared<B>) -> Response {
         let n = counts.get(&s).copied().unwrap_or(0);
         out.push_str(&format!("cocoon_sandboxes{{state=\"{s}\"}} {n}\n"));
     }
+    let pool = st.backend.warm_pool();
+    out.push_str(&format!(
+        "# HELP cocoon_warm_pool_ready VMs booted ahead of demand (cocoond --warm-pool).\n\
+         # TYPE cocoon_warm_pool_ready gauge\ncocoon_warm_pool_ready {}\n",
+        pool.ready
+    ));
+    for (name, help, v) in [
+        ("hits", "Creates that took a warm VM.", pool.hits),
+        (
+            "misses",
+            "Creates that could have used a warm VM but booted their own.",
+            pool.misses,
+        ),
+    ] {
+        out.push_str(&format!(
+            "# HELP cocoon_warm_pool_{name}_total {help}\n# TYPE cocoon_warm_pool_{name}_total counter\ncocoon_warm_pool_{name}_total {v}\n"
+        ));
+    }
     let c = &st.counters;
     for (name, help, v) in [
         (

@@ -153,6 +153,49 @@ impl Daemon {
         }
     }
 
+    /// Kills the daemon with SIGKILL (no cleanup of its own) and reaps it.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// `GET /metrics` through the API socket.
+    pub fn metrics(&self) -> String {
+        use std::io::{Read, Write};
+        let mut s = std::os::unix::net::UnixStream::connect(self.socket()).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: cocoond\r\n\r\n")
+            .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        assert_eq!(out.split_whitespace().nth(1), Some("200"), "{out}");
+        out
+    }
+
+    /// The value of one metric line (`name` with its labels, if any).
+    pub fn metric(&self, name: &str) -> f64 {
+        let m = self.metrics();
+        m.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no metric {name} in\n{m}"))
+    }
+
+    /// Waits (up to the boot deadline) until `metric(name) == value`.
+    pub fn wait_metric(&self, name: &str, value: f64) {
+        let start = Instant::now();
+        while self.metric(name) != value {
+            assert!(
+                start.elapsed() < BOOT_DEADLINE,
+                "{name} is not {value}\n{}\n{}",
+                self.metrics(),
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// The CLI with `args`, against this daemon, not started.
     pub fn command(&self, args: &[&str]) -> Command {
         let mut c = Command::new(api_bin("COCOON_CLI", "cocoon"));

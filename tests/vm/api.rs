@@ -140,6 +140,92 @@ fn stop_sends_sigterm_then_kills_after_the_grace() {
     d.assert_nothing_left();
 }
 
+/// The nice values of every thread of a process.
+fn thread_nices(pid: i64) -> Vec<i64> {
+    let mut out = Vec::new();
+    for t in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+    {
+        let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+        // Field 19; the fields after the command's ")" start at field 3.
+        let nice = stat
+            .rsplit(')')
+            .next()
+            .and_then(|r| r.split_whitespace().nth(16));
+        out.push(nice.and_then(|n| n.parse().ok()).unwrap_or(i64::MIN));
+    }
+    out
+}
+
+#[test]
+fn warm_pool_boots_ahead_hands_out_and_leaves_nothing() {
+    let mut d = Daemon::start_with(&["--warm-pool", "1"]);
+    d.ok(&["import", "--builtin", "busybox"]);
+    // The first create boots its own VM; then one of its shape is booted
+    // ahead, in the background.
+    assert_eq!(
+        d.ok(&["run", "--rm", "busybox", "--", "echo", "cold"]),
+        "cold\n"
+    );
+    d.wait_metric("cocoon_warm_pool_ready", 1.0);
+    assert_eq!(d.metric("cocoon_warm_pool_misses_total"), 1.0);
+    let warm: Vec<i32> = d.vmm_pids();
+    assert_eq!(warm.len(), 1, "one warm VM");
+    assert!(
+        thread_nices(warm[0].into()).iter().all(|n| *n == 19),
+        "a warm VM boots at the lowest priority: {:?}",
+        thread_nices(warm[0].into())
+    );
+
+    // The next create of that shape takes it: a working sandbox with its
+    // own name, at the normal priority.
+    let id = d
+        .ok(&["run", "-d", "busybox", "--", "sleep", "600"])
+        .trim()
+        .to_string();
+    assert_eq!(d.metric("cocoon_warm_pool_hits_total"), 1.0);
+    let pid = d.inspect(&id)["vmm"]["pid"].as_i64().unwrap();
+    assert_eq!(pid, i64::from(warm[0]), "the sandbox runs in the warm VM");
+    assert!(
+        thread_nices(pid).iter().all(|n| *n == 0),
+        "{:?}",
+        thread_nices(pid)
+    );
+    assert_eq!(d.ok(&["exec", &id, "hostname"]), format!("{id}\n"));
+    assert_eq!(
+        d.ok(&["exec", &id, "sh", "-c", "echo data > /x && cat /x"]),
+        "data\n"
+    );
+    d.wait_metric("cocoon_warm_pool_ready", 1.0);
+
+    // Another shape boots its own VM, and the pool follows it.
+    assert_eq!(
+        d.ok(&["run", "--rm", "--memory", "320m", "busybox", "--", "echo", "other"]),
+        "other\n"
+    );
+    assert_eq!(d.metric("cocoon_warm_pool_misses_total"), 2.0);
+    d.wait_metric("cocoon_warm_pool_ready", 1.0);
+    d.ok(&["rm", "-f", &id]);
+
+    // A daemon that stops kills its warm VMs.
+    d.stop();
+    assert_eq!(d.vmm_pids(), Vec::<i32>::new(), "warm VMs outlived cocoond");
+    let warm_dir = d.state().join("warm");
+    assert_eq!(std::fs::read_dir(&warm_dir).unwrap().count(), 0);
+
+    // One killed with SIGKILL leaves them: the next start kills them.
+    d.spawn();
+    d.ok(&["run", "--rm", "busybox", "--", "true"]);
+    d.wait_metric("cocoon_warm_pool_ready", 1.0);
+    d.kill();
+    assert_eq!(d.vmm_pids().len(), 1, "the warm VM of the killed daemon");
+    d.spawn();
+    assert_eq!(d.vmm_pids(), Vec::<i32>::new(), "{}", d.log());
+    assert_eq!(std::fs::read_dir(&warm_dir).unwrap().count(), 0);
+    d.assert_nothing_left();
+}
+
 #[test]
 fn restarted_daemon_keeps_serving_running_sandboxes_and_fails_killed_ones() {
     let mut d = Daemon::start();

@@ -61,6 +61,12 @@ struct Args {
     /// the system's).
     #[arg(long, value_name = "FILE")]
     registry_ca: Option<PathBuf>,
+    /// VMs to keep booted ahead of demand, in the shape (image, vCPUs,
+    /// memory, disk) of the last `network: none` sandbox created: a create
+    /// of that shape skips the boot. 0 turns the pool off.
+    #[arg(long, value_name = "N", default_value_t = 0,
+          value_parser = clap::value_parser!(u16).range(0..=64))]
+    warm_pool: u16,
     /// Seconds a stop gives the init after SIGTERM before the VM is killed
     /// (a client's `?timeout=` overrides it).
     #[arg(long, default_value_t = 10)]
@@ -182,6 +188,7 @@ async fn run(args: Args, paths: VmmPaths, limits: Limits, token: Option<String>)
     cfg.stop_timeout = Duration::from_secs(args.stop_timeout);
     cfg.network_pool = args.network_pool;
     cfg.limits = limits;
+    cfg.warm_pool = usize::from(args.warm_pool);
     let manager = SandboxManager::open(cfg)
         .await
         .with_context(|| format!("opening state directory {}", args.state_dir.display()))?;
@@ -195,6 +202,7 @@ async fn run(args: Args, paths: VmmPaths, limits: Limits, token: Option<String>)
         ca_file: args.registry_ca.clone(),
         ..PullOptions::default()
     };
+    let pool = manager.clone();
     let backend = RuntimeBackend::new(manager, args.busybox.clone()).with_registries(registries);
     let router = routes::router(backend);
     let unix = server::bind_unix(&args.socket).await?;
@@ -240,6 +248,7 @@ async fn run(args: Args, paths: VmmPaths, limits: Limits, token: Option<String>)
     if let Some(t) = tcp {
         let _ = tokio::time::timeout(grace, t).await;
     }
+    pool.close_warm_pool().await;
     let _ = std::fs::remove_file(&args.socket);
     Ok(())
 }

@@ -39,7 +39,8 @@ use tracing::Instrument;
 use super::db::{Db, DbError};
 use super::files::{self, FileError, FileErrorKind};
 use super::logs::{read_log, LogReader, LogStream, LogWriter};
-use super::record::{now_rfc3339, ExitInfo, SandboxRecord, SandboxState};
+use super::pool::{Pool as WarmPool, PoolStats, WarmKey};
+use super::record::{now_rfc3339, ExitInfo, SandboxRecord, SandboxState, VmmIdentity};
 use super::spec::{
     exec_process, resolve_process, ExecSpec, ExecStreamSpec, Limits, Network, SandboxSpec,
     SpecError,
@@ -88,6 +89,9 @@ pub struct ManagerConfig {
     pub network_pool: Pool,
     /// The largest sandbox a create may ask for.
     pub limits: Limits,
+    /// How many VMs to keep booted ahead of demand in the shape of the last
+    /// `network: none` sandbox created (0: none; see [`super::pool`]).
+    pub warm_pool: usize,
 }
 
 impl ManagerConfig {
@@ -101,6 +105,7 @@ impl ManagerConfig {
             stop_timeout: Duration::from_secs(10),
             network_pool: Pool::DEFAULT,
             limits: Limits::default(),
+            warm_pool: 0,
         }
     }
 }
@@ -269,6 +274,21 @@ struct Inner {
     net: HostNetwork,
     slots: Mutex<HashMap<String, Arc<Slot>>>,
     exec_seq: AtomicU64,
+    pool: WarmPool<WarmVm>,
+    /// Held (shared) by a filler from before it starts a warm VMM until
+    /// that VMM's `vmm.json` is written; closing the pool takes it
+    /// exclusively, so no warm VMM it cannot find is started after.
+    warm_gate: tokio::sync::RwLock<()>,
+}
+
+/// A VM of the warm pool: booted, agent connected, no container yet. Its
+/// files are in `<state>/warm/ID/` (with `vmm.json`, its identity, so that
+/// a daemon start can kill it after a crash) until a sandbox takes it.
+#[derive(Debug)]
+struct WarmVm {
+    dir: PathBuf,
+    vmm: VmmProcess,
+    client: AgentClient,
 }
 
 #[derive(Debug)]
@@ -376,6 +396,9 @@ impl SandboxManager {
             fs::set_permissions(d, fs::Permissions::from_mode(0o700))
                 .map_err(io_err("chmod", d))?;
         }
+        let warm = cfg.state_dir.join("warm");
+        remove_warm_leftovers(&warm);
+        fs::create_dir_all(&warm).map_err(io_err("create directory", &warm))?;
         let images = Images::open(&cfg.state_dir)?;
         let db = Db::open(&cfg.state_dir.join("sandboxes.redb"))?;
         let records = db.all()?;
@@ -390,6 +413,8 @@ impl SandboxManager {
             }
         }
         let inner = Arc::new(Inner {
+            pool: WarmPool::new(cfg.warm_pool),
+            warm_gate: tokio::sync::RwLock::new(()),
             cfg,
             images,
             db,
@@ -425,6 +450,21 @@ impl SandboxManager {
     /// The configuration.
     pub fn config(&self) -> &ManagerConfig {
         &self.inner.cfg
+    }
+
+    /// The warm pool's counts.
+    pub fn warm_pool(&self) -> PoolStats {
+        self.inner.pool.stats()
+    }
+
+    /// Kills the warm pool's VMs and keeps none from now on (the daemon
+    /// stops; sandboxes keep running).
+    pub async fn close_warm_pool(&self) {
+        let vms = self.inner.pool.close();
+        futures_util::future::join_all(vms.into_iter().map(discard_warm)).await;
+        // Those still booting: every one started has its vmm.json by now.
+        let _gate = self.inner.warm_gate.write().await;
+        remove_warm_leftovers(&self.inner.cfg.state_dir.join("warm"));
     }
 
     /// Creates a sandbox and starts its init process; returns once it runs
@@ -879,6 +919,9 @@ impl Inner {
                 drop(guard);
                 tracing::info!("sandbox running");
                 self.spawn_monitor(slot, live, pumps, deadline);
+                if let Some(key) = warm_key(&root_disk, &spec) {
+                    self.refill(key);
+                }
                 Ok(record)
             }
             Err(failure) => {
@@ -919,51 +962,26 @@ impl Inner {
         spec: &SandboxSpec,
         started: &mut Option<VmmProcess>,
     ) -> Result<(Live, Vec<JoinHandle<()>>), BootFailure> {
-        let scratch = slot.scratch();
-        let bytes = spec.disk_mib << 20;
-        let s = scratch.clone();
-        tokio::task::spawn_blocking(move || disk::create_scratch_disk(&s, bytes))
-            .await
-            .map_err(|e| BootFailure::Other(format!("scratch disk task: {e}")))?
-            .map_err(|e| BootFailure::Other(format!("scratch disk: {e}")))?;
-        tracing::debug!("scratch disk made");
-
         let network = slot.record().network;
-        if let Some(n) = &network {
-            let t = std::time::Instant::now();
-            self.net
-                .setup(n)
-                .await
-                .map_err(|e| BootFailure::Other(format!("network: {e}")))?;
-            let ms = t.elapsed().as_millis();
-            tracing::debug!(ip = %n.ip, netns = %n.netns, ms, "network set up");
-        }
-
-        let socket = slot.socket();
-        let vmm_log = slot.vmm_log();
-        let vmm = VmmProcess::spawn(
-            &self.cfg.vmm,
-            &Launch {
-                vcpus: spec.vcpus,
-                memory_mib: spec.memory_mib,
-                root_disk,
-                scratch_disk: &scratch,
-                vsock: &socket,
-                log: &vmm_log,
-                network: network.as_ref(),
-            },
-        )
-        .map_err(|e| BootFailure::Other(format!("starting {}: {e}", self.cfg.vmm.vmm.display())))?;
-        let identity = vmm.identity();
-        tracing::debug!(pid = identity.pid, "VMM started");
-        self.update(slot, |r| r.vmm = Some(identity));
-        *started = Some(vmm.clone());
-
-        let client = self
-            .connect_booting(&vmm, &socket)
-            .await
-            .map_err(|reason| BootFailure::Other(format!("{reason}\n{}", log_tail(&vmm_log))))?;
-        tracing::debug!("agent reached");
+        let warm = match warm_key(root_disk, spec) {
+            Some(key) if self.pool.enabled() => {
+                let vm = self.take_warm(slot, &key);
+                self.pool.count(vm.is_some());
+                vm
+            }
+            _ => None,
+        };
+        let client = match warm {
+            Some((vmm, client)) => {
+                tracing::debug!(pid = vmm.identity().pid, "took a warm VM");
+                *started = Some(vmm);
+                client
+            }
+            None => self.boot_vm(slot, root_disk, spec, started).await?,
+        };
+        let vmm = started
+            .clone()
+            .ok_or_else(|| BootFailure::Other("no VMM after boot".into()))?;
         let live = Live {
             client: client.clone(),
             vmm,
@@ -1013,6 +1031,64 @@ impl Inner {
         let pumps = log_pumps(slot, handle.take_stdout(), handle.take_stderr())
             .map_err(|e| BootFailure::Other(format!("opening the log: {e}")))?;
         Ok((live, pumps))
+    }
+
+    /// Boots a VM of its own for a sandbox: scratch disk, network, VMM,
+    /// agent. The VMM, once started, is put in `started`.
+    async fn boot_vm(
+        &self,
+        slot: &Slot,
+        root_disk: &Path,
+        spec: &SandboxSpec,
+        started: &mut Option<VmmProcess>,
+    ) -> Result<AgentClient, BootFailure> {
+        let scratch = slot.scratch();
+        let bytes = spec.disk_mib << 20;
+        let s = scratch.clone();
+        tokio::task::spawn_blocking(move || disk::create_scratch_disk(&s, bytes))
+            .await
+            .map_err(|e| BootFailure::Other(format!("scratch disk task: {e}")))?
+            .map_err(|e| BootFailure::Other(format!("scratch disk: {e}")))?;
+        tracing::debug!("scratch disk made");
+
+        let network = slot.record().network;
+        if let Some(n) = &network {
+            let t = std::time::Instant::now();
+            self.net
+                .setup(n)
+                .await
+                .map_err(|e| BootFailure::Other(format!("network: {e}")))?;
+            let ms = t.elapsed().as_millis();
+            tracing::debug!(ip = %n.ip, netns = %n.netns, ms, "network set up");
+        }
+
+        let socket = slot.socket();
+        let vmm_log = slot.vmm_log();
+        let vmm = VmmProcess::spawn(
+            &self.cfg.vmm,
+            &Launch {
+                vcpus: spec.vcpus,
+                memory_mib: spec.memory_mib,
+                root_disk,
+                scratch_disk: &scratch,
+                vsock: &socket,
+                log: &vmm_log,
+                network: network.as_ref(),
+                background: false,
+            },
+        )
+        .map_err(|e| BootFailure::Other(format!("starting {}: {e}", self.cfg.vmm.vmm.display())))?;
+        let identity = vmm.identity();
+        tracing::debug!(pid = identity.pid, "VMM started");
+        self.update(slot, |r| r.vmm = Some(identity));
+        *started = Some(vmm.clone());
+
+        let client = self
+            .connect_booting(&vmm, &socket)
+            .await
+            .map_err(|reason| BootFailure::Other(format!("{reason}\n{}", log_tail(&vmm_log))))?;
+        tracing::debug!("agent reached");
+        Ok(client)
     }
 
     /// Connects to the agent of a booting VM, retrying until the boot
@@ -1355,6 +1431,134 @@ impl Inner {
         });
     }
 
+    /// Takes a live warm VM of shape `key` for `slot`: its scratch disk,
+    /// socket and log move into the slot's directory, its identity into
+    /// the record (before its warm directory, which names it too, goes), and
+    /// it gets the normal CPU priority. Dead ones met on the way are
+    /// discarded. `None`: none there, boot one.
+    fn take_warm(&self, slot: &Slot, key: &WarmKey) -> Option<(VmmProcess, AgentClient)> {
+        while let Some(vm) = self.pool.take(key) {
+            if vm.vmm.exit_reason().is_some() || !vm.client.is_connected() {
+                tracing::warn!(pid = vm.vmm.identity().pid, "a warm VM died; discarded");
+                tokio::spawn(discard_warm(vm));
+                continue;
+            }
+            let moved = ["scratch.ext4", "vsock.sock", "vmm.log"]
+                .iter()
+                .try_for_each(|f| fs::rename(vm.dir.join(f), slot.dir.join(f)));
+            if let Err(e) = moved {
+                tracing::warn!("moving a warm VM's files into {}: {e}", slot.dir.display());
+                tokio::spawn(discard_warm(vm));
+                continue;
+            }
+            self.update(slot, |r| r.vmm = Some(vm.vmm.identity()));
+            if let Err(e) = fs::remove_dir_all(&vm.dir) {
+                tracing::warn!("removing {}: {e}", vm.dir.display());
+            }
+            if let Err(e) = vm.vmm.to_foreground() {
+                tracing::warn!("raising the priority of a warm VM: {e}");
+            }
+            return Some((vm.vmm, vm.client));
+        }
+        None
+    }
+
+    /// Sandboxes of shape `key` are wanted: the pool gives back VMs of
+    /// another shape and, if it is not full, a filler boots VMs (one at a
+    /// time, at the lowest CPU priority) until it is.
+    fn refill(self: &Arc<Self>, key: WarmKey) {
+        let (stale, start) = self.pool.want(&key);
+        for vm in stale {
+            tokio::spawn(discard_warm(vm));
+        }
+        if !start {
+            return;
+        }
+        let inner = self.clone();
+        tokio::spawn(async move {
+            while let Some(key) = inner.pool.next_fill() {
+                match inner.boot_warm(&key).await {
+                    Ok(vm) => {
+                        tracing::debug!(pid = vm.vmm.identity().pid, "warm VM ready");
+                        if let Some(vm) = inner.pool.put(&key, vm) {
+                            discard_warm(vm).await;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!("booting a warm VM: {e}");
+                        inner.pool.fill_failed();
+                        return;
+                    }
+                }
+            }
+        });
+    }
+
+    /// Boots one VM of shape `key` into `<state>/warm/ID/`.
+    async fn boot_warm(&self, key: &WarmKey) -> Result<WarmVm, String> {
+        let dir = self
+            .cfg
+            .state_dir
+            .join("warm")
+            .join(new_id().map_err(|e| e.to_string())?);
+        fs::create_dir(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        let (scratch, socket, log) = (
+            dir.join("scratch.ext4"),
+            dir.join("vsock.sock"),
+            dir.join("vmm.log"),
+        );
+        let booted = async {
+            let (s, bytes) = (scratch.clone(), key.disk_mib << 20);
+            tokio::task::spawn_blocking(move || disk::create_scratch_disk(&s, bytes))
+                .await
+                .map_err(|e| format!("scratch disk task: {e}"))?
+                .map_err(|e| format!("scratch disk: {e}"))?;
+            let gate = self.warm_gate.read().await;
+            if self.pool.is_closed() {
+                return Err("the warm pool was closed".to_string());
+            }
+            let vmm = VmmProcess::spawn(
+                &self.cfg.vmm,
+                &Launch {
+                    vcpus: key.vcpus,
+                    memory_mib: key.memory_mib,
+                    root_disk: &key.root_disk,
+                    scratch_disk: &scratch,
+                    vsock: &socket,
+                    log: &log,
+                    network: None,
+                    background: true,
+                },
+            )
+            .map_err(|e| format!("starting {}: {e}", self.cfg.vmm.vmm.display()))?;
+            let identity = serde_json::to_vec(&vmm.identity()).map_err(|e| e.to_string());
+            let written = identity.and_then(|j| {
+                fs::write(dir.join("vmm.json"), j).map_err(|e| format!("writing vmm.json: {e}"))
+            });
+            drop(gate);
+            let client = match written {
+                Ok(()) => self.connect_booting(&vmm, &socket).await,
+                Err(e) => Err(e),
+            };
+            match client {
+                Ok(client) => Ok(WarmVm {
+                    dir: dir.clone(),
+                    vmm,
+                    client,
+                }),
+                Err(e) => {
+                    vmm.kill_and_wait(KILL_TIMEOUT).await;
+                    Err(format!("{e}\n{}", log_tail(&log)))
+                }
+            }
+        };
+        let r = booted.await;
+        if r.is_err() {
+            let _ = fs::remove_dir_all(&dir);
+        }
+        r
+    }
+
     /// Removes sandbox directories no record knows (a crash between making
     /// the directory and writing the record).
     fn remove_unknown_dirs(&self, sandboxes: &Path, known: &HashSet<String>) {
@@ -1547,6 +1751,43 @@ fn new_id() -> Result<String, SandboxError> {
     let mut f = fs::File::open(path).map_err(io_err("open", path))?;
     std::io::Read::read_exact(&mut f, &mut b).map_err(io_err("read", path))?;
     Ok(hex::encode(b))
+}
+
+/// The warm-pool shape of a sandbox, if it can use one (no network: a
+/// VMM with a NIC starts inside the sandbox's own namespace).
+fn warm_key(root_disk: &Path, spec: &SandboxSpec) -> Option<WarmKey> {
+    (spec.network == Network::None).then(|| WarmKey {
+        root_disk: root_disk.to_path_buf(),
+        vcpus: spec.vcpus,
+        memory_mib: spec.memory_mib,
+        disk_mib: spec.disk_mib,
+    })
+}
+
+/// Kills a warm VM and removes its files.
+async fn discard_warm(vm: WarmVm) {
+    if vm.vmm.kill_and_wait(KILL_TIMEOUT).await.is_none() {
+        tracing::error!(pid = vm.vmm.identity().pid, "a warm VM could not be killed");
+    }
+    let _ = fs::remove_dir_all(&vm.dir);
+}
+
+/// Kills the warm VMs an earlier daemon left (it did not stop cleanly) and
+/// removes their files.
+fn remove_warm_leftovers(warm: &Path) {
+    let Ok(entries) = fs::read_dir(warm) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let identity = fs::read(e.path().join("vmm.json"))
+            .ok()
+            .and_then(|j| serde_json::from_slice::<VmmIdentity>(&j).ok());
+        if let Some(id) = identity {
+            tracing::info!(pid = id.pid, "killing a warm VM and removing its files");
+            kill_identity(id);
+        }
+        let _ = fs::remove_dir_all(e.path());
+    }
 }
 
 /// The last lines of the VMM's log, for failure reasons.

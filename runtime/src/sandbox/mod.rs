@@ -43,6 +43,7 @@ pub mod db;
 pub mod files;
 pub mod logs;
 mod manager;
+pub mod pool;
 pub mod record;
 pub mod spec;
 pub mod stream;

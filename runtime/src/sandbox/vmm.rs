@@ -14,7 +14,7 @@
 //! unprivileged user): that comes with the jail work. The VMM installs its
 //! own seccomp filters (`docs/vmm.md`).
 
-use std::fs::File;
+use std::fs::{self, File};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -27,6 +27,8 @@ use crate::network::SandboxNetwork;
 
 /// How often an adopted VMM's `/proc` entry is checked.
 const ADOPTED_POLL: Duration = Duration::from_millis(250);
+/// The nice value of a VMM booting in the background.
+const BACKGROUND_NICE: i32 = 19;
 
 /// Where the VMM binary, the guest kernel and the agent initramfs are.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,6 +60,9 @@ pub struct Launch<'a> {
     /// namespace with a NIC on its TAP, and the guest learns its address
     /// from the kernel command line. `None`: no NIC.
     pub network: Option<&'a SandboxNetwork>,
+    /// Boot at the lowest CPU priority (a warm-pool VM nobody waits for
+    /// yet; [`VmmProcess::to_foreground`] undoes it).
+    pub background: bool,
 }
 
 /// The command line a launch runs (without the program).
@@ -127,14 +132,20 @@ impl VmmProcess {
             .stderr(log)
             .kill_on_drop(false);
         let netns_fd = netns.as_ref().map(std::os::fd::AsRawFd::as_raw_fd);
+        let background = launch.background;
         // SAFETY: the closure runs in the forked child before exec and only
-        // makes the setsid and setns system calls, which are
-        // async-signal-safe; it reads a copied integer and allocates
+        // makes the setsid, setpriority and setns system calls, which are
+        // async-signal-safe; it reads copied values and allocates
         // nothing. The descriptor stays open in the parent (`netns` lives
         // until after spawn returns), so it is valid in the child.
         unsafe {
             cmd.pre_exec(move || {
                 rustix::process::setsid().map_err(io::Error::from)?;
+                if background {
+                    // Every thread the VMM starts inherits it.
+                    rustix::process::setpriority_process(None, BACKGROUND_NICE)
+                        .map_err(io::Error::from)?;
+                }
                 if let Some(fd) = netns_fd {
                     let fd = std::os::fd::BorrowedFd::borrow_raw(fd);
                     rustix::thread::move_into_link_name_space(
@@ -187,6 +198,19 @@ impl VmmProcess {
             ));
         });
         Some(VmmProcess { id, exited: rx })
+    }
+
+    /// Gives every thread of a VMM started with `background` the normal
+    /// CPU priority again (a warm VM taken by a sandbox).
+    pub fn to_foreground(&self) -> io::Result<()> {
+        let tasks = PathBuf::from(format!("/proc/{}/task", self.id.pid));
+        for t in fs::read_dir(&tasks)? {
+            let tid = t?.file_name().to_string_lossy().parse::<i32>().ok();
+            if let Some(tid) = tid.and_then(rustix::process::Pid::from_raw) {
+                rustix::process::setpriority_process(Some(tid), 0)?;
+            }
+        }
+        Ok(())
     }
 
     /// Its pid and start time.
@@ -326,6 +350,7 @@ mod tests {
                 vsock: Path::new("/v.sock"),
                 log: Path::new("/l"),
                 network: None,
+                background: false,
             },
         );
         let joined = a.join(" ");
@@ -356,6 +381,7 @@ mod tests {
                 vsock: Path::new("/v.sock"),
                 log: Path::new("/l"),
                 network: Some(&net),
+                background: false,
             },
         );
         let at = a.iter().position(|x| x == "--net").unwrap_or(usize::MAX);
