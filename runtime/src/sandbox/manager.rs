@@ -286,6 +286,8 @@ struct Inner {
 /// a daemon start can kill it after a crash) until a sandbox takes it.
 #[derive(Debug)]
 struct WarmVm {
+    /// The id of the sandbox that will take it (its container is named so).
+    id: String,
     dir: PathBuf,
     vmm: VmmProcess,
     client: AgentClient,
@@ -471,6 +473,7 @@ impl SandboxManager {
     /// (state `running`) or failed ([`SandboxError::CreateFailed`], the
     /// sandbox is kept in state `failed` with the reason).
     pub async fn create(&self, spec: SandboxSpec) -> Result<SandboxRecord, SandboxError> {
+        tracing::debug!(image = %spec.image, "create");
         spec.validate()?;
         self.inner.cfg.limits.check(&spec)?;
         let images = self.inner.images.clone();
@@ -487,13 +490,32 @@ impl SandboxManager {
         .await
         .map_err(|e| SandboxError::Task(e.to_string()))??;
         let process = resolve_process(&record.config.process, &spec)?;
-        let slot = self
+        let warm = match warm_key(&root_disk.path, &spec) {
+            Some(key) if self.inner.pool.enabled() => {
+                let vm = self.inner.take_warm(&key);
+                self.inner.pool.count(vm.is_some());
+                vm
+            }
+            _ => None,
+        };
+        let id = warm.as_ref().map(|w| w.id.clone());
+        let slot = match self
             .inner
-            .new_slot(&spec, &root_disk.image.to_string(), process)?;
+            .new_slot(&spec, &root_disk.image.to_string(), process, id)
+        {
+            Ok(slot) => slot,
+            Err(e) => {
+                if let Some(vm) = warm {
+                    tokio::spawn(discard_warm(vm));
+                }
+                return Err(e);
+            }
+        };
         let span = tracing::info_span!("sandbox", id = %slot.id);
+        span.in_scope(|| tracing::debug!("record made"));
         self.inner
             .clone()
-            .start(slot, root_disk.path, spec)
+            .start(slot, root_disk.path, spec, warm)
             .instrument(span)
             .await
     }
@@ -835,13 +857,21 @@ impl Inner {
         spec: &SandboxSpec,
         image_digest: &str,
         process: Process,
+        id: Option<String>,
     ) -> Result<Arc<Slot>, SandboxError> {
         let mut slots = lock(&self.slots);
-        let id = loop {
-            let id = new_id()?;
-            if !slots.contains_key(&id) {
-                break id;
+        let id = match id {
+            // A warm VM's: its container is named after it already.
+            Some(id) if slots.contains_key(&id) => {
+                return Err(SandboxError::Task(format!("sandbox id {id} is taken")))
             }
+            Some(id) => id,
+            None => loop {
+                let id = new_id()?;
+                if !slots.contains_key(&id) {
+                    break id;
+                }
+            },
         };
         let network = match spec.network {
             Network::None => None,
@@ -904,10 +934,11 @@ impl Inner {
         slot: Arc<Slot>,
         root_disk: PathBuf,
         spec: SandboxSpec,
+        warm: Option<WarmVm>,
     ) -> Result<SandboxRecord, SandboxError> {
         let guard = slot.op.lock().await;
         let mut vmm = None;
-        match self.boot(&slot, &root_disk, &spec, &mut vmm).await {
+        match self.boot(&slot, &root_disk, &spec, warm, &mut vmm).await {
             Ok((live, pumps)) => {
                 *lock(&slot.live) = Some(live.clone());
                 let deadline = spec.timeout_s.map(|t| unix_now() + t);
@@ -960,16 +991,13 @@ impl Inner {
         slot: &Slot,
         root_disk: &Path,
         spec: &SandboxSpec,
+        warm: Option<WarmVm>,
         started: &mut Option<VmmProcess>,
     ) -> Result<(Live, Vec<JoinHandle<()>>), BootFailure> {
         let network = slot.record().network;
-        let warm = match warm_key(root_disk, spec) {
-            Some(key) if self.pool.enabled() => {
-                let vm = self.take_warm(slot, &key);
-                self.pool.count(vm.is_some());
-                vm
-            }
-            _ => None,
+        let warm = match warm {
+            Some(vm) => self.adopt_warm(slot, vm).await,
+            None => None,
         };
         let client = match warm {
             Some((vmm, client)) => {
@@ -977,7 +1005,19 @@ impl Inner {
                 *started = Some(vmm);
                 client
             }
-            None => self.boot_vm(slot, root_disk, spec, started).await?,
+            None => {
+                let client = self.boot_vm(slot, root_disk, spec, started).await?;
+                client
+                    .create_container(
+                        CONTAINER_ID,
+                        rootfs(),
+                        container_setup(&slot.id, network.as_ref()),
+                    )
+                    .await
+                    .map_err(|e| BootFailure::Other(format!("creating the container: {e}")))?;
+                tracing::debug!("container created");
+                client
+            }
         };
         let vmm = started
             .clone()
@@ -986,30 +1026,6 @@ impl Inner {
             client: client.clone(),
             vmm,
         };
-
-        let rootfs = Rootfs {
-            image: "/dev/vda".into(),
-            image_fstype: DiskFormat::Erofs.to_string(),
-            scratch: Some("/dev/vdb".into()),
-        };
-        // As Docker: the sandbox's own address names it, and a networked
-        // sandbox resolves names with the host's usable name servers.
-        let own = network
-            .as_ref()
-            .map_or_else(|| "127.0.1.1".to_string(), |n| n.ip.to_string());
-        let setup = ContainerSetup {
-            hostname: Some(slot.id.clone()),
-            hosts: Some(format!(
-                "127.0.0.1\tlocalhost\n::1\tlocalhost\n{own}\t{}\n",
-                slot.id
-            )),
-            resolv_conf: network.as_ref().map(|_| network::dns::host_resolv_conf()),
-        };
-        client
-            .create_container(CONTAINER_ID, rootfs, setup)
-            .await
-            .map_err(|e| BootFailure::Other(format!("creating the container: {e}")))?;
-        tracing::debug!("container created");
 
         let process = slot.record().process;
         // The agent keeps the init's output while no daemon is connected
@@ -1431,36 +1447,45 @@ impl Inner {
         });
     }
 
-    /// Takes a live warm VM of shape `key` for `slot`: its scratch disk,
-    /// socket and log move into the slot's directory, its identity into
-    /// the record (before its warm directory, which names it too, goes), and
-    /// it gets the normal CPU priority. Dead ones met on the way are
-    /// discarded. `None`: none there, boot one.
-    fn take_warm(&self, slot: &Slot, key: &WarmKey) -> Option<(VmmProcess, AgentClient)> {
+    /// Takes a live warm VM of shape `key` (dead ones met on the way are
+    /// discarded). `None`: none there, boot one.
+    fn take_warm(&self, key: &WarmKey) -> Option<WarmVm> {
         while let Some(vm) = self.pool.take(key) {
-            if vm.vmm.exit_reason().is_some() || !vm.client.is_connected() {
-                tracing::warn!(pid = vm.vmm.identity().pid, "a warm VM died; discarded");
-                tokio::spawn(discard_warm(vm));
-                continue;
+            if vm.vmm.exit_reason().is_none() && vm.client.is_connected() {
+                return Some(vm);
             }
-            let moved = ["scratch.ext4", "vsock.sock", "vmm.log"]
-                .iter()
-                .try_for_each(|f| fs::rename(vm.dir.join(f), slot.dir.join(f)));
-            if let Err(e) = moved {
-                tracing::warn!("moving a warm VM's files into {}: {e}", slot.dir.display());
-                tokio::spawn(discard_warm(vm));
-                continue;
-            }
-            self.update(slot, |r| r.vmm = Some(vm.vmm.identity()));
-            if let Err(e) = fs::remove_dir_all(&vm.dir) {
-                tracing::warn!("removing {}: {e}", vm.dir.display());
-            }
-            if let Err(e) = vm.vmm.to_foreground() {
-                tracing::warn!("raising the priority of a warm VM: {e}");
-            }
-            return Some((vm.vmm, vm.client));
+            tracing::warn!(pid = vm.vmm.identity().pid, "a warm VM died; discarded");
+            tokio::spawn(discard_warm(vm));
         }
         None
+    }
+
+    /// Makes a warm VM the slot's (whose id it was booted for): its scratch
+    /// disk, socket and log move into the slot's directory, its identity
+    /// into the record (before its warm directory, which names it too,
+    /// goes), and it gets the normal CPU priority. `None` (the VM
+    /// discarded, the slot's directory as before): boot one instead.
+    async fn adopt_warm(&self, slot: &Slot, vm: WarmVm) -> Option<(VmmProcess, AgentClient)> {
+        const FILES: [&str; 3] = ["scratch.ext4", "vsock.sock", "vmm.log"];
+        if let Err(e) = FILES
+            .iter()
+            .try_for_each(|f| fs::rename(vm.dir.join(f), slot.dir.join(f)))
+        {
+            tracing::warn!("moving a warm VM's files into {}: {e}", slot.dir.display());
+            for f in FILES {
+                let _ = fs::remove_file(slot.dir.join(f));
+            }
+            discard_warm(vm).await;
+            return None;
+        }
+        self.update(slot, |r| r.vmm = Some(vm.vmm.identity()));
+        if let Err(e) = fs::remove_dir_all(&vm.dir) {
+            tracing::warn!("removing {}: {e}", vm.dir.display());
+        }
+        if let Err(e) = vm.vmm.to_foreground() {
+            tracing::warn!("raising the priority of a warm VM: {e}");
+        }
+        Some((vm.vmm, vm.client))
     }
 
     /// Sandboxes of shape `key` are wanted: the pool gives back VMs of
@@ -1494,13 +1519,11 @@ impl Inner {
         });
     }
 
-    /// Boots one VM of shape `key` into `<state>/warm/ID/`.
+    /// Boots one VM of shape `key` into `<state>/warm/ID/` and creates its
+    /// container, named for the sandbox id `ID` that will take it.
     async fn boot_warm(&self, key: &WarmKey) -> Result<WarmVm, String> {
-        let dir = self
-            .cfg
-            .state_dir
-            .join("warm")
-            .join(new_id().map_err(|e| e.to_string())?);
+        let id = new_id().map_err(|e| e.to_string())?;
+        let dir = self.cfg.state_dir.join("warm").join(&id);
         fs::create_dir(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
         let (scratch, socket, log) = (
             dir.join("scratch.ext4"),
@@ -1540,8 +1563,17 @@ impl Inner {
                 Ok(()) => self.connect_booting(&vmm, &socket).await,
                 Err(e) => Err(e),
             };
+            let client = match client {
+                Ok(c) => c
+                    .create_container(CONTAINER_ID, rootfs(), container_setup(&id, None))
+                    .await
+                    .map(|()| c)
+                    .map_err(|e| format!("creating the container: {e}")),
+                Err(e) => Err(e),
+            };
             match client {
                 Ok(client) => Ok(WarmVm {
+                    id: id.clone(),
                     dir: dir.clone(),
                     vmm,
                     client,
@@ -1762,6 +1794,29 @@ fn warm_key(root_disk: &Path, spec: &SandboxSpec) -> Option<WarmKey> {
         memory_mib: spec.memory_mib,
         disk_mib: spec.disk_mib,
     })
+}
+
+/// Where the container's disks are in every VM.
+fn rootfs() -> Rootfs {
+    Rootfs {
+        image: "/dev/vda".into(),
+        image_fstype: DiskFormat::Erofs.to_string(),
+        scratch: Some("/dev/vdb".into()),
+    }
+}
+
+/// The container of sandbox `id`: as Docker, the sandbox's own address
+/// names it, and a networked sandbox resolves names with the host's usable
+/// name servers.
+fn container_setup(id: &str, network: Option<&network::SandboxNetwork>) -> ContainerSetup {
+    let own = network.map_or_else(|| "127.0.1.1".to_string(), |n| n.ip.to_string());
+    ContainerSetup {
+        hostname: Some(id.to_string()),
+        hosts: Some(format!(
+            "127.0.0.1\tlocalhost\n::1\tlocalhost\n{own}\t{id}\n"
+        )),
+        resolv_conf: network.map(|_| network::dns::host_resolv_conf()),
+    }
 }
 
 /// Kills a warm VM and removes its files.
