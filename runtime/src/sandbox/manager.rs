@@ -281,8 +281,8 @@ struct Inner {
     warm_gate: tokio::sync::RwLock<()>,
 }
 
-/// A VM of the warm pool: booted, agent connected, no container yet. Its
-/// files are in `<state>/warm/ID/` (with `vmm.json`, its identity, so that
+/// A VM of the warm pool: booted, agent connected, its container created
+/// for the sandbox id it will be taken by, no init yet. Its files are in `<state>/warm/ID/` (with `vmm.json`, its identity, so that
 /// a daemon start can kill it after a crash) until a sandbox takes it.
 #[derive(Debug)]
 struct WarmVm {
