@@ -11,9 +11,15 @@ side is a sender in the same namespace. Needs root and a KVM that can
 boot Linux (tests/machine/run puts it there); prints
 
     bench: net_tcp_gbits cocoon=<x> qemu_microvm=<y> ratio=<x/y>
+
+and on stderr, per run, what the transfer cost each VMM per MiB received
+(from KVM's debugfs statistics of that VM and the VMM's /proc entries,
+between the guest's `net-up` and `tcp-sink` lines): VM exits, interrupts
+injected, halts, the VMM's CPU time and its context switches.
 """
 
 import argparse
+import glob
 import os
 import shutil
 import socket
@@ -71,6 +77,34 @@ def qemu_cmd(args, port):
             "-device", f"virtio-net-device,netdev=n0,mac={MAC}"]
 
 
+TICK_MS = 1000 / os.sysconf("SC_CLK_TCK")
+STATS = ["exits", "irq_injections", "halt_exits", "io_exits", "mmio_exits", "irq_exits", "signal_exits"]
+
+
+def vm_stats(pid):
+    """KVM's counters for the VM of process `pid` and the process's CPU time
+    and context switches (all threads); {} if unreadable."""
+    out = {}
+    for d in glob.glob(f"/sys/kernel/debug/kvm/{pid}-*"):
+        for name in STATS:
+            try:
+                out[name] = out.get(name, 0) + int(open(os.path.join(d, name)).read())
+            except (OSError, ValueError):
+                pass
+    try:
+        f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+        out["cpu_ms"] = (int(f[11]) + int(f[12])) * TICK_MS
+        ctx = 0
+        for t in glob.glob(f"/proc/{pid}/task/*/status"):
+            for line in open(t):
+                if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")):
+                    ctx += int(line.split()[1])
+        out["ctxsw"] = ctx
+    except (OSError, IndexError, ValueError):
+        pass
+    return out
+
+
 def run_one(args, ns, name, port):
     server = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, os.path.abspath(__file__),
                                "--serve", str(port), str(args.mib)],
@@ -84,11 +118,18 @@ def run_one(args, ns, name, port):
         deadline = time.monotonic() + args.timeout
         out = b""
         gbits = None
+        before = {}
         try:
             for line in vm.stdout:
                 out += line
                 text = line.decode(errors="replace")
+                if "cocoon-test: net-up" in text:
+                    before = vm_stats(vm.pid)
                 if "cocoon-test: tcp-sink" in text:
+                    after = vm_stats(vm.pid)
+                    cost = " ".join(f"{k}={(after[k] - before[k]) / args.mib:.1f}"
+                                    for k in after if k in before)
+                    print(f"bench: per MiB {name}: {cost}", file=sys.stderr, flush=True)
                     if "error=" in text:
                         raise RuntimeError(f"{name}: {text.strip()}")
                     fields = dict(kv.split("=", 1) for kv in text.split() if "=" in kv)
@@ -125,6 +166,9 @@ def main():
     args.initrd = os.path.realpath(args.initrd)
 
     subprocess.run(["modprobe", "tun"], check=False, stderr=subprocess.DEVNULL)
+    if not os.path.isdir("/sys/kernel/debug/kvm"):
+        subprocess.run(["mount", "-t", "debugfs", "debugfs", "/sys/kernel/debug"],
+                       check=False, stderr=subprocess.DEVNULL)
     ns = f"cocoon-bench-{os.getpid()}"
     sh("ip", "netns", "add", ns)
     try:

@@ -356,3 +356,52 @@ fn logs_follow_shows_lines_as_they_come_and_ends_with_the_sandbox() {
     d.ok(&["rm", &id]);
     d.assert_nothing_left();
 }
+
+#[test]
+fn attach_follows_the_init_from_now_on_and_feeds_its_stdin() {
+    let d = Daemon::start();
+    d.ok(&["import", "--builtin", "busybox"]);
+    let id = d
+        .ok(&[
+            "run",
+            "-d",
+            "-i",
+            "busybox",
+            "--",
+            "sh",
+            "-c",
+            "echo first; read x; echo got $x; exit 4",
+        ])
+        .trim()
+        .to_string();
+    let start = Instant::now();
+    while !d.ok(&["logs", &id]).contains("first") {
+        assert!(start.elapsed() < Duration::from_secs(60), "{}", d.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut attach = d
+        .command(&["attach", &id])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    attach.stdin.take().unwrap().write_all(b"hello\n").unwrap();
+    let out = attach.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(4), "{}", show(&out));
+    // Output from the attach on: the line before it is not repeated.
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "got hello\n",
+        "{}",
+        show(&out)
+    );
+
+    // A stopped sandbox: nothing more to show, its exit at once.
+    let out = d.cli(&["attach", "--no-stdin", &id]);
+    assert_eq!(out.status.code(), Some(4), "{}", show(&out));
+    d.ok(&["rm", &id]);
+    let out = d.cli(&["attach", &id]);
+    assert_ne!(out.status.code(), Some(0), "{}", show(&out));
+    d.assert_nothing_left();
+}

@@ -126,6 +126,16 @@ enum Cmd {
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
         cmd: Vec<String>,
     },
+    /// Attach to a sandbox's init: its output from now on and, when it was
+    /// started with -i, its stdin, until it stops; the exit code is the
+    /// init's.
+    Attach {
+        /// Do not attach stdin.
+        #[arg(long)]
+        no_stdin: bool,
+        /// The sandbox.
+        id: String,
+    },
     /// Print what a sandbox's init process wrote.
     Logs {
         /// Keep printing output as it is written, until the sandbox stops.
@@ -380,6 +390,21 @@ async fn run(client: Client, cmd: Cmd) -> ExitCode {
             };
             let start = ClientMessage::Start(spec);
             session_exit(console::run(ws, Some(start), stdio.interactive, stdio.tty).await)
+        }
+        Cmd::Attach { no_stdin, id } => {
+            let path = format!("/v1/sandboxes/{}", encode_segment(&id));
+            let r: SandboxRecord = match client.json(Method::GET, &path, None::<&()>).await {
+                Ok(r) => r,
+                Err(e) => return api_fail(&e),
+            };
+            let stdin = r.spec.stdin && !no_stdin;
+            match client
+                .websocket(&format!("{path}/attach/ws?logs=false&stdin={stdin}"))
+                .await
+            {
+                Ok(ws) => session_exit(console::run(ws, None, stdin, r.spec.tty).await),
+                Err(e) => api_fail(&e),
+            }
         }
         Cmd::Logs { follow: false, id } => match print_logs(&client, &id).await {
             Ok(()) => ExitCode::SUCCESS,
