@@ -153,6 +153,26 @@ impl Daemon {
         }
     }
 
+    /// `cocoon run -d ARGS...`: the new sandbox's id.
+    pub fn run_detached(&self, args: &[&str]) -> String {
+        let mut all = vec!["run", "-d"];
+        all.extend_from_slice(args);
+        self.ok(&all).trim().to_string()
+    }
+
+    /// Waits (up to 60 s) until the sandbox's init has written `needle`.
+    pub fn wait_for_log(&self, id: &str, needle: &str) {
+        let start = Instant::now();
+        while !self.ok(&["logs", id]).contains(needle) {
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "{needle:?} not in the log of {id}\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// Kills the daemon with SIGKILL (no cleanup of its own) and reaps it.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

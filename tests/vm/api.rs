@@ -59,23 +59,14 @@ fn stop_sends_sigterm_then_kills_after_the_grace() {
 
     // An init that handles SIGTERM exits in its grace and keeps its code
     // and last words.
-    let id = d
-        .ok(&[
-            "run",
-            "-d",
-            "busybox",
-            "--",
-            "sh",
-            "-c",
-            "trap 'echo bye; exit 3' TERM; echo ready; while :; do sleep 0.1; done",
-        ])
-        .trim()
-        .to_string();
-    let start = Instant::now();
-    while !d.ok(&["logs", &id]).contains("ready") {
-        assert!(start.elapsed() < Duration::from_secs(60), "{}", d.log());
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let id = d.run_detached(&[
+        "busybox",
+        "--",
+        "sh",
+        "-c",
+        "trap 'echo bye; exit 3' TERM; echo ready; while :; do sleep 0.1; done",
+    ]);
+    d.wait_for_log(&id, "ready");
     let start = Instant::now();
     assert_eq!(d.ok(&["stop", "-t", "60", &id]).trim(), id);
     let s = d.inspect(&id);
@@ -105,23 +96,14 @@ fn stop_sends_sigterm_then_kills_after_the_grace() {
     d.ok(&["rm", &id]);
 
     // One that ignores SIGTERM is killed once the grace ends.
-    let id = d
-        .ok(&[
-            "run",
-            "-d",
-            "busybox",
-            "--",
-            "sh",
-            "-c",
-            "trap '' TERM; echo ready; while :; do sleep 0.1; done",
-        ])
-        .trim()
-        .to_string();
-    let start = Instant::now();
-    while !d.ok(&["logs", &id]).contains("ready") {
-        assert!(start.elapsed() < Duration::from_secs(60), "{}", d.log());
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let id = d.run_detached(&[
+        "busybox",
+        "--",
+        "sh",
+        "-c",
+        "trap '' TERM; echo ready; while :; do sleep 0.1; done",
+    ]);
+    d.wait_for_log(&id, "ready");
     let start = Instant::now();
     d.ok(&["stop", "-t", "2", &id]);
     let took = start.elapsed();
@@ -287,18 +269,7 @@ fn local_sha256(path: &Path) -> String {
 fn files_go_in_and_out_with_cp_and_the_files_route() {
     let d = Daemon::start();
     d.ok(&["import", "--builtin", "busybox"]);
-    let id = d
-        .ok(&[
-            "run",
-            "-d",
-            "busybox",
-            "--",
-            "sh",
-            "-c",
-            "echo started; exec sleep 600",
-        ])
-        .trim()
-        .to_string();
+    let id = d.run_detached(&["busybox", "--", "sh", "-c", "echo started; exec sleep 600"]);
     let local = tempfile::tempdir().unwrap();
     let l = |p: &str| local.path().join(p);
 

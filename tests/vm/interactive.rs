@@ -302,18 +302,13 @@ fn exec_streams_stdin_and_forwards_signals() {
 fn logs_follow_shows_lines_as_they_come_and_ends_with_the_sandbox() {
     let d = Daemon::start();
     d.ok(&["import", "--builtin", "busybox"]);
-    let id = d
-        .ok(&[
-            "run",
-            "-d",
-            "busybox",
-            "--",
-            "sh",
-            "-c",
-            "for i in 1 2 3 4 5; do echo line $i; echo warn $i >&2; sleep 1; done",
-        ])
-        .trim()
-        .to_string();
+    let id = d.run_detached(&[
+        "busybox",
+        "--",
+        "sh",
+        "-c",
+        "for i in 1 2 3 4 5; do echo line $i; echo warn $i >&2; sleep 1; done",
+    ]);
     let started = Instant::now();
     let mut child = d
         .command(&["logs", "-f", &id])
@@ -361,24 +356,15 @@ fn logs_follow_shows_lines_as_they_come_and_ends_with_the_sandbox() {
 fn attach_follows_the_init_from_now_on_and_feeds_its_stdin() {
     let d = Daemon::start();
     d.ok(&["import", "--builtin", "busybox"]);
-    let id = d
-        .ok(&[
-            "run",
-            "-d",
-            "-i",
-            "busybox",
-            "--",
-            "sh",
-            "-c",
-            "echo first; read x; echo got $x; exit 4",
-        ])
-        .trim()
-        .to_string();
-    let start = Instant::now();
-    while !d.ok(&["logs", &id]).contains("first") {
-        assert!(start.elapsed() < Duration::from_secs(60), "{}", d.log());
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let id = d.run_detached(&[
+        "-i",
+        "busybox",
+        "--",
+        "sh",
+        "-c",
+        "echo first; read x; echo got $x; exit 4",
+    ]);
+    d.wait_for_log(&id, "first");
     let mut attach = d
         .command(&["attach", &id])
         .stdin(Stdio::piped())
