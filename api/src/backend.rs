@@ -10,7 +10,9 @@ use std::time::Duration;
 use axum::body::Body;
 use bytes::Bytes;
 use cocoon_proto::PathInfo;
-use cocoon_runtime::image::{busybox, Credentials, ImageSummary, Images, PullEvent, PullOptions};
+use cocoon_runtime::image::{
+    busybox, Credentials, DiskFormat, ImageSummary, Images, PullEvent, PullOptions,
+};
 use cocoon_runtime::sandbox::pool::PoolStats;
 use cocoon_runtime::sandbox::{
     ExecOutput, ExecSpec, ExecStreamSpec, Limits, ListFilter, LogStream, OutputChunk, ProcessIo,
@@ -357,16 +359,26 @@ impl Backend for RuntimeBackend {
         let images = self.manager.images().clone();
         let in_use = self.manager.images_in_use();
         let name = name.to_string();
-        Self::blocking(move || {
+        let (removed, disk) = Self::blocking(move || {
             let digest = images.remove(&name, &in_use)?;
             if let Err(e) = images.gc(&in_use) {
                 tracing::warn!("image garbage collection: {e}");
             }
-            Ok(RemovedImage {
-                digest: digest.to_string(),
-            })
+            let disk = images.store().disk_path(&digest, DiskFormat::Erofs.ext());
+            Ok((
+                RemovedImage {
+                    digest: digest.to_string(),
+                },
+                disk,
+            ))
         })
-        .await
+        .await?;
+        // Warm VMs of an image whose disk is gone would hold it until the
+        // pool changes shape.
+        if !disk.exists() {
+            self.manager.forget_warm_disk(&disk).await;
+        }
+        Ok(removed)
     }
     async fn pull(
         &self,

@@ -119,6 +119,56 @@ fn stop_sends_sigterm_then_kills_after_the_grace() {
     let out = d.cli(&["stop", "-t", "3601", &id]);
     assert_ne!(out.status.code(), Some(0), "{}", show(&out));
     d.ok(&["rm", &id]);
+
+    // A delete does not wait out a stop's long grace (`docker rm -f`).
+    let id = d.run_detached(&[
+        "busybox",
+        "--",
+        "sh",
+        "-c",
+        "trap '' TERM; echo ready; while :; do sleep 0.1; done",
+    ]);
+    d.wait_for_log(&id, "ready");
+    let mut stop = d
+        .command(&["stop", "-t", "600", &id])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    let start = Instant::now();
+    d.ok(&["rm", "-f", &id]);
+    assert!(
+        start.elapsed() < Duration::from_secs(60),
+        "rm -f waited for the stop's grace: {:?}",
+        start.elapsed()
+    );
+    let _ = stop.wait();
+
+    // timeout_s stops the same way: an init that exits on SIGTERM keeps
+    // its exit code, without waiting for the rest of the grace.
+    let id = d.run_detached(&[
+        "--timeout",
+        "3",
+        "busybox",
+        "--",
+        "sh",
+        "-c",
+        "trap 'echo term; exit 5' TERM; echo ready; while :; do sleep 0.1; done",
+    ]);
+    let start = Instant::now();
+    let s = loop {
+        let s = d.inspect(&id);
+        if s["state"] != "running" {
+            break s;
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "{s}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(s["state"], "stopped", "{s}");
+    assert_eq!(s["exit"]["exit_code"], 5, "{s}");
+    assert_eq!(s["reason"], "timeout_s reached", "{s}");
+    assert_eq!(d.ok(&["logs", &id]), "ready\nterm\n");
+    d.ok(&["rm", &id]);
     d.assert_nothing_left();
 }
 
@@ -203,6 +253,14 @@ fn warm_pool_boots_ahead_hands_out_and_leaves_nothing() {
     d.kill();
     assert_eq!(d.vmm_pids().len(), 1, "the warm VM of the killed daemon");
     d.spawn();
+    assert_eq!(d.vmm_pids(), Vec::<i32>::new(), "{}", d.log());
+    assert_eq!(std::fs::read_dir(&warm_dir).unwrap().count(), 0);
+
+    // Removing the image kills the warm VM that holds its disk.
+    d.ok(&["run", "--rm", "busybox", "--", "true"]);
+    d.wait_metric("cocoon_warm_pool_ready", 1.0);
+    d.ok(&["rmi", "busybox"]);
+    assert_eq!(d.metric("cocoon_warm_pool_ready"), 0.0);
     assert_eq!(d.vmm_pids(), Vec::<i32>::new(), "{}", d.log());
     assert_eq!(std::fs::read_dir(&warm_dir).unwrap().count(), 0);
     d.assert_nothing_left();

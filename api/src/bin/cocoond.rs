@@ -68,8 +68,9 @@ struct Args {
           value_parser = clap::value_parser!(u16).range(0..=64))]
     warm_pool: u16,
     /// Seconds a stop gives the init after SIGTERM before the VM is killed
-    /// (a client's `?timeout=` overrides it).
-    #[arg(long, default_value_t = 10)]
+    /// (a client's `?timeout=` overrides it), 0 to 3600.
+    #[arg(long, default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(0..=3600))]
     stop_timeout: u64,
     /// IPv4 range `network: default` sandboxes take their /30 subnets from
     /// (give each daemon on a host its own).

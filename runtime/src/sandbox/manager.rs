@@ -309,6 +309,8 @@ struct Slot {
     /// The init's exit once the monitor saw it (and its output was drained),
     /// for a stop waiting out its grace period.
     init_exit: watch::Sender<Option<ExitInfo>>,
+    /// Set by a delete: a stop waiting out its grace kills at once.
+    hurry: watch::Sender<bool>,
 }
 
 /// A running sandbox's connections.
@@ -347,6 +349,7 @@ impl Slot {
             log_appended: watch::channel(()).0,
             init_stdin: Mutex::new(None),
             init_exit: watch::channel(None).0,
+            hurry: watch::channel(false).0,
         })
     }
 
@@ -398,11 +401,13 @@ impl SandboxManager {
             fs::set_permissions(d, fs::Permissions::from_mode(0o700))
                 .map_err(io_err("chmod", d))?;
         }
+        let images = Images::open(&cfg.state_dir)?;
+        // The database is locked: from here on no other daemon uses this
+        // state directory, so the warm VMs found are a dead daemon's.
+        let db = Db::open(&cfg.state_dir.join("sandboxes.redb"))?;
         let warm = cfg.state_dir.join("warm");
         remove_warm_leftovers(&warm);
         fs::create_dir_all(&warm).map_err(io_err("create directory", &warm))?;
-        let images = Images::open(&cfg.state_dir)?;
-        let db = Db::open(&cfg.state_dir.join("sandboxes.redb"))?;
         let records = db.all()?;
         let net = HostNetwork::new(cfg.network_pool);
         // Every recorded allocation is taken before anything new can be
@@ -459,6 +464,13 @@ impl SandboxManager {
         self.inner.pool.stats()
     }
 
+    /// Kills the warm VMs booted from `root_disk` (its image was removed;
+    /// they would hold the deleted disk until the pool changes shape).
+    pub async fn forget_warm_disk(&self, root_disk: &Path) {
+        let vms = self.inner.pool.forget(|k| k.root_disk == root_disk);
+        futures_util::future::join_all(vms.into_iter().map(discard_warm)).await;
+    }
+
     /// Kills the warm pool's VMs and keeps none from now on (the daemon
     /// stops; sandboxes keep running).
     pub async fn close_warm_pool(&self) {
@@ -498,26 +510,37 @@ impl SandboxManager {
             }
             _ => None,
         };
-        let id = warm.as_ref().map(|w| w.id.clone());
-        let slot = match self
-            .inner
-            .new_slot(&spec, &root_disk.image.to_string(), process, id)
-        {
-            Ok(slot) => slot,
-            Err(e) => {
-                if let Some(vm) = warm {
-                    tokio::spawn(discard_warm(vm));
+        let digest = root_disk.image.to_string();
+        let (slot, warm) = match warm {
+            Some(vm) => {
+                match self
+                    .inner
+                    .new_slot(&spec, &digest, process.clone(), Some(vm.id.clone()))
+                {
+                    Ok(slot) => (slot, Some(vm)),
+                    Err(e) => {
+                        // Its id is taken (or the record could not be made):
+                        // boot one of our own.
+                        tracing::warn!("using a warm VM: {e}");
+                        tokio::spawn(discard_warm(vm));
+                        (self.inner.new_slot(&spec, &digest, process, None)?, None)
+                    }
                 }
-                return Err(e);
             }
+            None => (self.inner.new_slot(&spec, &digest, process, None)?, None),
         };
         let span = tracing::info_span!("sandbox", id = %slot.id);
         span.in_scope(|| tracing::debug!("record made"));
-        self.inner
-            .clone()
-            .start(slot, root_disk.path, spec, warm)
-            .instrument(span)
-            .await
+        // Its own task: a client that goes away mid-create must not leave
+        // a VMM nobody watches.
+        tokio::spawn(
+            self.inner
+                .clone()
+                .start(slot, root_disk.path, spec, warm)
+                .instrument(span),
+        )
+        .await
+        .map_err(|e| SandboxError::Task(e.to_string()))?
     }
 
     /// Every sandbox matching `filter`, oldest first.
@@ -577,10 +600,15 @@ impl SandboxManager {
         let slot = self.inner.slot(id)?;
         let span = tracing::info_span!("sandbox", id = %slot.id);
         let grace = grace.unwrap_or(self.inner.cfg.stop_timeout);
-        self.inner
-            .stop_slot(&slot, Ending::Requested(grace), None)
-            .instrument(span)
-            .await
+        // Its own task: a client that goes away mid-stop (the grace can be
+        // long) must not leave a half-stopped sandbox.
+        let inner = self.inner.clone();
+        tokio::spawn(
+            async move { inner.stop_slot(&slot, Ending::Requested(grace), None).await }
+                .instrument(span),
+        )
+        .await
+        .map_err(|e| SandboxError::Task(e.to_string()))?
     }
 
     /// Waits until the sandbox has stopped or failed and returns it.
@@ -597,7 +625,12 @@ impl SandboxManager {
     pub async fn delete(&self, id: &str) -> Result<SandboxRecord, SandboxError> {
         let slot = self.inner.slot(id)?;
         let span = tracing::info_span!("sandbox", id = %slot.id);
-        self.inner.delete_slot(&slot).instrument(span).await
+        // A stop waiting out its grace gives up now (`docker rm -f`).
+        slot.hurry.send_replace(true);
+        let inner = self.inner.clone();
+        tokio::spawn(async move { inner.delete_slot(&slot).await }.instrument(span))
+            .await
+            .map_err(|e| SandboxError::Task(e.to_string()))?
     }
 
     /// The init process's output (`stream` selects one; both interleaved
@@ -1157,8 +1190,15 @@ impl Inner {
                         None => pending().await,
                     }
                 };
+                tokio::pin!(deadline);
+                let wait = live.client.wait(CONTAINER_ID, INIT_EXEC_ID);
+                tokio::pin!(wait);
+                let vmm_exit = live.vmm.wait();
+                tokio::pin!(vmm_exit);
+                let mut timed_out = false;
+                loop {
                 tokio::select! {
-                    r = live.client.wait(CONTAINER_ID, INIT_EXEC_ID) => match r {
+                    r = &mut wait => { match r {
                         Ok(status) => {
                             // Let the last output reach the log first.
                             for p in pumps {
@@ -1177,11 +1217,24 @@ impl Inner {
                             };
                             inner.fail_slot(&slot, why).await;
                         }
-                    },
-                    r = live.vmm.wait() => inner.fail_slot(&slot, format!("the VMM {r}")).await,
-                    _ = deadline => {
-                        let _ = inner.stop_slot(&slot, Ending::Timeout, None).await;
+                    }; break; }
+                    r = &mut vmm_exit => {
+                        inner.fail_slot(&slot, format!("the VMM {r}")).await;
+                        break;
                     }
+                    // The stop waits for this task to see the init exit
+                    // (SIGTERM's grace), so it runs on its own.
+                    _ = &mut deadline, if !timed_out => {
+                        timed_out = true;
+                        let (inner, slot) = (inner.clone(), slot.clone());
+                        tokio::spawn(
+                            async move {
+                                let _ = inner.stop_slot(&slot, Ending::Timeout, None).await;
+                            }
+                            .in_current_span(),
+                        );
+                    }
+                }
                 }
             }
             .instrument(span),
@@ -1244,19 +1297,36 @@ impl Inner {
 
     /// Sends SIGTERM to the init and waits up to `grace` for the monitor
     /// to see it exit.
+    /// A delete (`hurry`) or the VMM's death ends the wait early.
     async fn terminate_init(&self, slot: &Slot, live: &Live, grace: Duration) {
         let mut exited = slot.init_exit.subscribe();
-        if exited.borrow().is_some() || grace.is_zero() || !live.client.is_connected() {
+        let mut hurry = slot.hurry.subscribe();
+        if exited.borrow().is_some()
+            || *hurry.borrow()
+            || grace.is_zero()
+            || !live.client.is_connected()
+        {
             return;
         }
-        let deadline = tokio::time::Instant::now() + grace;
-        let signal = live.client.signal(CONTAINER_ID, INIT_EXEC_ID, SIGTERM);
-        match tokio::time::timeout_at(deadline, signal).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::debug!("SIGTERM to the init: {e}"),
-            Err(_) => return,
+        let deadline = tokio::time::Instant::now()
+            .checked_add(grace)
+            .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
+        let terminated = async {
+            if let Err(e) = live
+                .client
+                .signal(CONTAINER_ID, INIT_EXEC_ID, SIGTERM)
+                .await
+            {
+                tracing::debug!("SIGTERM to the init: {e}");
+            }
+            let _ = exited.wait_for(Option::is_some).await;
+        };
+        tokio::select! {
+            () = terminated => {}
+            _ = hurry.wait_for(|h| *h) => {}
+            _ = live.vmm.wait() => {}
+            () = tokio::time::sleep_until(deadline) => {}
         }
-        let _ = tokio::time::timeout_at(deadline, exited.wait_for(Option::is_some)).await;
     }
 
     /// Marks a running sandbox failed and releases it.

@@ -142,6 +142,18 @@ impl<T> Pool<T> {
         None
     }
 
+    /// Forgets the wanted shape when `stale` says it is no longer usable
+    /// (its image was removed): hands back its ready VMs, and the filler
+    /// stops until a create wants a shape again.
+    pub fn forget(&self, stale: impl Fn(&WarmKey) -> bool) -> Vec<T> {
+        let mut st = self.lock();
+        if !st.key.as_ref().is_some_and(stale) {
+            return Vec::new();
+        }
+        st.key = None;
+        st.ready.drain(..).collect()
+    }
+
     /// The filler could not boot a VM: it stops (the next create tries
     /// again).
     pub fn fill_failed(&self) {
@@ -232,6 +244,27 @@ mod tests {
         // A VM of the old shape that finishes booting now is not kept.
         assert_eq!(p.put(&key(256), 2), Some(2));
         assert_eq!(p.next_fill(), Some(key(512)));
+    }
+
+    #[test]
+    fn forgetting_a_removed_image_hands_back_its_vms_and_stops_the_filler() {
+        let p = Pool::new(2);
+        p.want(&key(256));
+        p.put(&key(256), 1);
+        assert_eq!(
+            p.forget(|k| k.memory_mib == 512),
+            Vec::<i32>::new(),
+            "not that shape"
+        );
+        assert_eq!(p.stats().ready, 1);
+        assert_eq!(p.forget(|k| k.memory_mib == 256), vec![1]);
+        assert_eq!(
+            p.put(&key(256), 2),
+            Some(2),
+            "a VM booting for it is not kept"
+        );
+        assert_eq!(p.next_fill(), None);
+        assert_eq!(p.want(&key(256)), (vec![], true), "wanted again later");
     }
 
     #[test]

@@ -201,16 +201,26 @@ impl VmmProcess {
     }
 
     /// Gives every thread of a VMM started with `background` the normal
-    /// CPU priority again (a warm VM taken by a sandbox).
+    /// CPU priority again (a warm VM taken by a sandbox). Needs
+    /// CAP_SYS_NICE; tries every thread and returns the first failure.
     pub fn to_foreground(&self) -> io::Result<()> {
         let tasks = PathBuf::from(format!("/proc/{}/task", self.id.pid));
-        for t in fs::read_dir(&tasks)? {
-            let tid = t?.file_name().to_string_lossy().parse::<i32>().ok();
+        let mut first = Ok(());
+        for t in fs::read_dir(&tasks)?.flatten() {
+            let tid = t.file_name().to_string_lossy().parse::<i32>().ok();
             if let Some(tid) = tid.and_then(rustix::process::Pid::from_raw) {
-                rustix::process::setpriority_process(Some(tid), 0)?;
+                match rustix::process::setpriority_process(Some(tid), 0) {
+                    // The thread has just exited.
+                    Ok(()) | Err(rustix::io::Errno::SRCH) => {}
+                    Err(e) => {
+                        if first.is_ok() {
+                            first = Err(io::Error::from(e));
+                        }
+                    }
+                }
             }
         }
-        Ok(())
+        first
     }
 
     /// Its pid and start time.
