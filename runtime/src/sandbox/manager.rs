@@ -1190,42 +1190,19 @@ impl Inner {
                         None => pending().await,
                     }
                 };
-                tokio::pin!(deadline);
-                let wait = live.client.wait(CONTAINER_ID, INIT_EXEC_ID);
-                tokio::pin!(wait);
-                let vmm_exit = live.vmm.wait();
-                tokio::pin!(vmm_exit);
-                let mut timed_out = false;
-                loop {
-                tokio::select! {
-                    r = &mut wait => { match r {
-                        Ok(status) => {
-                            // Let the last output reach the log first.
-                            for p in pumps {
-                                let _ = tokio::time::timeout(DRAIN_TIMEOUT, p).await;
-                            }
-                            let exit = ExitInfo::from(status);
-                            tracing::info!(exit_code = exit.exit_code, "init exited");
-                            slot.init_exit.send_replace(Some(exit));
-                            let _ = inner.stop_slot(&slot, Ending::InitExited(exit), None).await;
-                        }
-                        Err(e) => {
-                            // The VMM may be on its way out: prefer its reason.
-                            let why = match live.vmm.wait_timeout(Duration::from_secs(2)).await {
-                                Some(r) => format!("the VMM {r}"),
-                                None => format!("lost the agent: {e}"),
-                            };
-                            inner.fail_slot(&slot, why).await;
-                        }
-                    }; break; }
-                    r = &mut vmm_exit => {
-                        inner.fail_slot(&slot, format!("the VMM {r}")).await;
-                        break;
+                // Whichever comes first: the init's exit or the VMM's.
+                let ended = async {
+                    tokio::select! {
+                        r = live.client.wait(CONTAINER_ID, INIT_EXEC_ID) => Ok(r),
+                        r = live.vmm.wait() => Err(r),
                     }
-                    // The stop waits for this task to see the init exit
-                    // (SIGTERM's grace), so it runs on its own.
-                    _ = &mut deadline, if !timed_out => {
-                        timed_out = true;
+                };
+                tokio::pin!(ended);
+                let ended = tokio::select! {
+                    e = &mut ended => e,
+                    () = deadline => {
+                        // The stop waits for this task to see the init exit
+                        // (SIGTERM's grace), so it runs on its own.
                         let (inner, slot) = (inner.clone(), slot.clone());
                         tokio::spawn(
                             async move {
@@ -1233,8 +1210,29 @@ impl Inner {
                             }
                             .in_current_span(),
                         );
+                        ended.await
                     }
-                }
+                };
+                match ended {
+                    Ok(Ok(status)) => {
+                        // Let the last output reach the log first.
+                        for p in pumps {
+                            let _ = tokio::time::timeout(DRAIN_TIMEOUT, p).await;
+                        }
+                        let exit = ExitInfo::from(status);
+                        tracing::info!(exit_code = exit.exit_code, "init exited");
+                        slot.init_exit.send_replace(Some(exit));
+                        let _ = inner.stop_slot(&slot, Ending::InitExited(exit), None).await;
+                    }
+                    Ok(Err(e)) => {
+                        // The VMM may be on its way out: prefer its reason.
+                        let why = match live.vmm.wait_timeout(Duration::from_secs(2)).await {
+                            Some(r) => format!("the VMM {r}"),
+                            None => format!("lost the agent: {e}"),
+                        };
+                        inner.fail_slot(&slot, why).await;
+                    }
+                    Err(r) => inner.fail_slot(&slot, format!("the VMM {r}")).await,
                 }
             }
             .instrument(span),
@@ -1308,9 +1306,6 @@ impl Inner {
         {
             return;
         }
-        let deadline = tokio::time::Instant::now()
-            .checked_add(grace)
-            .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
         let terminated = async {
             if let Err(e) = live
                 .client
@@ -1325,7 +1320,7 @@ impl Inner {
             () = terminated => {}
             _ = hurry.wait_for(|h| *h) => {}
             _ = live.vmm.wait() => {}
-            () = tokio::time::sleep_until(deadline) => {}
+            () = tokio::time::sleep(grace) => {}
         }
     }
 
