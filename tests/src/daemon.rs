@@ -47,6 +47,14 @@ impl Daemon {
         Daemon::start_with(&[])
     }
 
+    /// Starts a daemon (with `extra` arguments) that has the built-in
+    /// busybox image imported.
+    pub fn with_busybox(extra: &[&str]) -> Daemon {
+        let d = Daemon::start_with(extra);
+        d.ok(&["import", "--builtin", "busybox"]);
+        d
+    }
+
     /// Starts a daemon with more arguments (e.g. `--boot-timeout 600`,
     /// which replaces the default one).
     pub fn start_with(extra: &[&str]) -> Daemon {

@@ -54,8 +54,7 @@ fn cli_run_rm_prints_output_returns_exit_code_and_leaves_nothing() {
 
 #[test]
 fn stop_sends_sigterm_then_kills_after_the_grace() {
-    let d = Daemon::start();
-    d.ok(&["import", "--builtin", "busybox"]);
+    let d = Daemon::with_busybox(&[]);
 
     // An init that handles SIGTERM exits in its grace and keeps its code
     // and last words.
@@ -96,14 +95,18 @@ fn stop_sends_sigterm_then_kills_after_the_grace() {
     d.ok(&["rm", &id]);
 
     // One that ignores SIGTERM is killed once the grace ends.
-    let id = d.run_detached(&[
-        "busybox",
-        "--",
-        "sh",
-        "-c",
-        "trap '' TERM; echo ready; while :; do sleep 0.1; done",
-    ]);
-    d.wait_for_log(&id, "ready");
+    let ignoring_term = || {
+        let id = d.run_detached(&[
+            "busybox",
+            "--",
+            "sh",
+            "-c",
+            "trap '' TERM; echo ready; while :; do sleep 0.1; done",
+        ]);
+        d.wait_for_log(&id, "ready");
+        id
+    };
+    let id = ignoring_term();
     let start = Instant::now();
     d.ok(&["stop", "-t", "2", &id]);
     let took = start.elapsed();
@@ -121,14 +124,7 @@ fn stop_sends_sigterm_then_kills_after_the_grace() {
     d.ok(&["rm", &id]);
 
     // A delete does not wait out a stop's long grace (`docker rm -f`).
-    let id = d.run_detached(&[
-        "busybox",
-        "--",
-        "sh",
-        "-c",
-        "trap '' TERM; echo ready; while :; do sleep 0.1; done",
-    ]);
-    d.wait_for_log(&id, "ready");
+    let id = ignoring_term();
     let mut stop = d
         .command(&["stop", "-t", "600", &id])
         .stdout(Stdio::null())
@@ -192,8 +188,7 @@ fn thread_nices(pid: i64) -> Vec<i64> {
 
 #[test]
 fn warm_pool_boots_ahead_hands_out_and_leaves_nothing() {
-    let mut d = Daemon::start_with(&["--warm-pool", "1"]);
-    d.ok(&["import", "--builtin", "busybox"]);
+    let mut d = Daemon::with_busybox(&["--warm-pool", "1"]);
     // The first create boots its own VM; then one of its shape is booted
     // ahead, in the background.
     assert_eq!(
@@ -268,8 +263,7 @@ fn warm_pool_boots_ahead_hands_out_and_leaves_nothing() {
 
 #[test]
 fn restarted_daemon_keeps_serving_running_sandboxes_and_fails_killed_ones() {
-    let mut d = Daemon::start();
-    d.ok(&["import", "--builtin", "busybox"]);
+    let mut d = Daemon::with_busybox(&[]);
     let id = d
         .ok(&[
             "run", "-d", "--memory", "256m", "busybox", "--", "sleep", "600",
@@ -325,8 +319,7 @@ fn local_sha256(path: &Path) -> String {
 
 #[test]
 fn files_go_in_and_out_with_cp_and_the_files_route() {
-    let d = Daemon::start();
-    d.ok(&["import", "--builtin", "busybox"]);
+    let d = Daemon::with_busybox(&[]);
     let id = d.run_detached(&["busybox", "--", "sh", "-c", "echo started; exec sleep 600"]);
     let local = tempfile::tempdir().unwrap();
     let l = |p: &str| local.path().join(p);
@@ -560,8 +553,7 @@ fn mounts_under(dir: &Path) -> Vec<String> {
 #[test]
 fn twenty_concurrent_creates_all_run_and_delete_cleanly() {
     // Twenty guests booting at once share the test machine's one vCPU.
-    let d = Daemon::start_with(&["--boot-timeout", "600"]);
-    d.ok(&["import", "--builtin", "busybox"]);
+    let d = Daemon::with_busybox(&["--boot-timeout", "600"]);
     let ids: Vec<String> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..20)
             .map(|_| {
@@ -597,8 +589,7 @@ fn twenty_concurrent_creates_all_run_and_delete_cleanly() {
 
 #[test]
 fn two_hundred_create_delete_cycles_leak_nothing() {
-    let d = Daemon::start();
-    d.ok(&["import", "--builtin", "busybox"]);
+    let d = Daemon::with_busybox(&[]);
     let daemon_pid = d.pid();
     // Every other sandbox is networked (namespace, veth, TAP, address).
     let cycle = |i: usize| {
@@ -664,8 +655,7 @@ fn line_numbers(text: &str) -> Vec<u64> {
 
 #[test]
 fn init_output_survives_a_daemon_restart() {
-    let mut d = Daemon::start();
-    d.ok(&["import", "--builtin", "busybox"]);
+    let mut d = Daemon::with_busybox(&[]);
     // Prints a numbered line five times a second; a write into a closed
     // pipe would kill it (SIGPIPE) or end the loop (EPIPE).
     let script = "i=0; while echo line$i; do i=$((i+1)); sleep 0.2; done; echo broken >&2";

@@ -170,8 +170,7 @@ fn termios_of(f: &File) -> libc::termios {
 
 #[test]
 fn run_it_gives_a_working_shell_whose_exit_code_is_the_clis() {
-    let d = Daemon::start();
-    d.ok(&["import", "--builtin", "busybox"]);
+    let d = Daemon::with_busybox(&[]);
     let mut pty = PtyChild::spawn(d.command(&["run", "--rm", "-it", "busybox", "sh"]), 40, 120);
     let before = termios_of(&pty.master);
     // The prompt (after the VM booted), then a command and its answer.
@@ -220,8 +219,7 @@ fn run_it_gives_a_working_shell_whose_exit_code_is_the_clis() {
 
 #[test]
 fn exec_streams_stdin_and_forwards_signals() {
-    let d = Daemon::start();
-    d.ok(&["import", "--builtin", "busybox"]);
+    let d = Daemon::with_busybox(&[]);
     let id = d
         .ok(&["run", "-d", "busybox", "--", "sleep", "600"])
         .trim()
@@ -300,8 +298,7 @@ fn exec_streams_stdin_and_forwards_signals() {
 
 #[test]
 fn logs_follow_shows_lines_as_they_come_and_ends_with_the_sandbox() {
-    let d = Daemon::start();
-    d.ok(&["import", "--builtin", "busybox"]);
+    let d = Daemon::with_busybox(&[]);
     let id = d.run_detached(&[
         "busybox",
         "--",
@@ -354,8 +351,7 @@ fn logs_follow_shows_lines_as_they_come_and_ends_with_the_sandbox() {
 
 #[test]
 fn attach_follows_the_init_from_now_on_and_feeds_its_stdin() {
-    let d = Daemon::start();
-    d.ok(&["import", "--builtin", "busybox"]);
+    let d = Daemon::with_busybox(&[]);
     let id = d.run_detached(&[
         "-i",
         "busybox",

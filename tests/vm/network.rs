@@ -235,8 +235,7 @@ fn kill9(pid: i64) {
 
 #[test]
 fn default_network_reaches_the_outside_through_nat_but_not_the_host() {
-    let d = Daemon::start();
-    d.ok(&["import", "--builtin", "busybox"]);
+    let d = Daemon::with_busybox(&[]);
     let outside = Outside::new();
     let host = HostService::start(HOST_PORT);
 
@@ -329,8 +328,7 @@ fn default_network_reaches_the_outside_through_nat_but_not_the_host() {
 
 #[test]
 fn default_network_sandboxes_cannot_reach_each_other_and_dead_ones_leave_nothing() {
-    let mut d = Daemon::start();
-    d.ok(&["import", "--builtin", "busybox"]);
+    let mut d = Daemon::with_busybox(&[]);
     let port = SANDBOX_PORT.to_string();
     let server_cmd = ["nc", "-ll", "-p", &port, "-e", "echo", "hello-from-b"];
     let a = run_networked(&d, &["sleep", "600"]);
@@ -410,8 +408,7 @@ fn default_network_sandboxes_cannot_reach_each_other_and_dead_ones_leave_nothing
 
 #[test]
 fn network_none_sandbox_has_only_loopback() {
-    let d = Daemon::start();
-    d.ok(&["import", "--builtin", "busybox"]);
+    let d = Daemon::with_busybox(&[]);
     let out = d.cli(&[
         "run",
         "--rm",
@@ -444,8 +441,7 @@ fn network_none_sandbox_has_only_loopback() {
 
 #[test]
 fn a_networked_sandbox_whose_init_cannot_start_leaves_nothing() {
-    let d = Daemon::start();
-    d.ok(&["import", "--builtin", "busybox"]);
+    let d = Daemon::with_busybox(&[]);
     // The VM and its network come up, then the agent refuses the init: the
     // create fails and --rm removes the failed sandbox.
     let out = d.cli(&[
