@@ -1,9 +1,13 @@
 #!/usr/bin/env python3
 """Network benchmark: host->guest TCP throughput through a TAP, cocoon-vmm's
 virtio-net against QEMU's microvm machine with virtio-net-device on a tap
-netdev (vhost=off, so both are userspace devices). Same vmlinux, same test
-initramfs (tests/guest: `net-up`, then `tcp-sink` reads until EOF and
-reports the rate it measured), 1 vCPU, 256 MiB, median of N runs each.
+netdev. Each VMM runs both ways: frames through the kernel's vhost-net
+(cocoon-vmm `vhost=on`, what cocoond uses where /dev/vhost-net exists;
+QEMU `vhost=on`) and through the VMM's own userspace device (cocoon-vmm
+`vhost=off`; QEMU `vhost=off`, QEMU's default for a tap netdev). Same
+vmlinux, same test initramfs (tests/guest: `net-up`, then `tcp-sink` reads
+until EOF and reports the rate it measured), 1 vCPU, 256 MiB, median of N
+runs each, the four interleaved.
 
 Everything happens in a network namespace this script creates and deletes:
 the TAP `cctap0` there has 10.0.2.1/24, the guest 10.0.2.2/24; the host
@@ -11,6 +15,11 @@ side is a sender in the same namespace. Needs root and a KVM that can
 boot Linux (tests/machine/run puts it there); prints
 
     bench: net_tcp_gbits cocoon=<x> qemu_microvm=<y> ratio=<x/y>
+    bench: net_tcp_gbits_vhost cocoon=<x> qemu_microvm=<y> ratio=<x/y>
+    bench: net_tcp_gbits_userspace cocoon=<x> qemu_microvm=<y> ratio=<x/y>
+
+The first line compares Cocoon as cocoond runs it (vhost-net) with QEMU's
+default tap netdev (userspace); the other two compare like with like.
 
 and on stderr, per run, what the transfer cost each VMM per MiB received
 (from KVM's debugfs statistics of that VM and the VMM's /proc entries,
@@ -60,20 +69,21 @@ def steps(port):
     return f"net-up:{GUEST},tcp-sink:{HOST_IP}:{port}"
 
 
-def cocoon_cmd(args, port):
+def cocoon_cmd(args, port, vhost):
     return [args.vmm, "--kernel", args.kernel, "--initrd", args.initrd, "--vcpus", "1",
             "--memory-mib", str(MEM_MIB), "--console", "--no-rng",
-            "--net", f"tap={TAP},mac={MAC}", "--cmdline", f"quiet cocoon.test={steps(port)}"]
+            "--net", f"tap={TAP},mac={MAC},vhost={vhost}",
+            "--cmdline", f"quiet cocoon.test={steps(port)}"]
 
 
-def qemu_cmd(args, port):
+def qemu_cmd(args, port, vhost):
     return [args.qemu, "-M", "microvm,x-option-roms=off,rtc=off,acpi=off",
             "-enable-kvm", "-cpu", "host", "-smp", "1", "-m", str(MEM_MIB),
             "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
             "-kernel", args.kernel, "-initrd", args.initrd,
             "-append", f"console=ttyS0 reboot=k panic=-1 no_timer_check quiet cocoon.test={steps(port)}",
             "-serial", "stdio",
-            "-netdev", f"tap,id=n0,ifname={TAP},script=no,downscript=no,vhost=off",
+            "-netdev", f"tap,id=n0,ifname={TAP},script=no,downscript=no,vhost={vhost}",
             "-device", f"virtio-net-device,netdev=n0,mac={MAC}"]
 
 
@@ -105,6 +115,15 @@ def vm_stats(pid):
     return out
 
 
+# name -> (VMM, vhost)
+CONFIGS = {
+    "cocoon_vhost": ("cocoon", "on"),
+    "qemu_microvm_vhost": ("qemu", "on"),
+    "cocoon_userspace": ("cocoon", "off"),
+    "qemu_microvm": ("qemu", "off"),
+}
+
+
 def run_one(args, ns, name, port):
     server = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, os.path.abspath(__file__),
                                "--serve", str(port), str(args.mib)],
@@ -112,7 +131,8 @@ def run_one(args, ns, name, port):
     try:
         if server.stdout.readline().strip() != b"ready":
             raise RuntimeError("sender did not start")
-        cmd = cocoon_cmd(args, port) if name == "cocoon" else qemu_cmd(args, port)
+        vmm, vhost = CONFIGS[name]
+        cmd = (cocoon_cmd if vmm == "cocoon" else qemu_cmd)(args, port, vhost)
         vm = subprocess.Popen(["ip", "netns", "exec", ns] + cmd, stdin=subprocess.DEVNULL,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + args.timeout
@@ -166,6 +186,9 @@ def main():
     args.initrd = os.path.realpath(args.initrd)
 
     subprocess.run(["modprobe", "tun"], check=False, stderr=subprocess.DEVNULL)
+    subprocess.run(["modprobe", "vhost_net"], check=False, stderr=subprocess.DEVNULL)
+    if not os.path.exists("/dev/vhost-net"):
+        sys.exit("bench/net.py: /dev/vhost-net is missing (modprobe vhost_net failed)")
     if not os.path.isdir("/sys/kernel/debug/kvm"):
         subprocess.run(["mount", "-t", "debugfs", "debugfs", "/sys/kernel/debug"],
                        check=False, stderr=subprocess.DEVNULL)
@@ -176,19 +199,21 @@ def main():
         sh("ip", "-n", ns, "tuntap", "add", "dev", TAP, "mode", "tap")
         sh("ip", "-n", ns, "addr", "add", f"{HOST_IP}/24", "dev", TAP)
         sh("ip", "-n", ns, "link", "set", TAP, "up")
-        results = {"cocoon": [], "qemu_microvm": []}
-        # Interleave the two so drift on a shared machine hits both alike.
+        results = {name: [] for name in CONFIGS}
+        # Interleave them so drift on a shared machine hits all alike.
         for i in range(args.runs):
-            for name in results:
-                g = run_one(args, ns, name, PORT + i * 2 + (name != "cocoon"))
+            for j, name in enumerate(results):
+                g = run_one(args, ns, name, PORT + i * len(CONFIGS) + j)
                 results[name].append(g)
                 print(f"bench: run {i + 1}/{args.runs} {name} net_tcp_gbits={g:.3f}", file=sys.stderr, flush=True)
     finally:
         subprocess.run(["ip", "-n", ns, "link", "del", TAP], check=False, stderr=subprocess.DEVNULL)
         subprocess.run(["ip", "netns", "del", ns], check=False)
-    c = statistics.median(results["cocoon"])
-    q = statistics.median(results["qemu_microvm"])
-    print(f"bench: net_tcp_gbits cocoon={c:.3f} qemu_microvm={q:.3f} ratio={c / q:.2f}")
+    m = {name: statistics.median(r) for name, r in results.items()}
+    for metric, c, q in [("net_tcp_gbits", "cocoon_vhost", "qemu_microvm"),
+                         ("net_tcp_gbits_vhost", "cocoon_vhost", "qemu_microvm_vhost"),
+                         ("net_tcp_gbits_userspace", "cocoon_userspace", "qemu_microvm")]:
+        print(f"bench: {metric} cocoon={m[c]:.3f} qemu_microvm={m[q]:.3f} ratio={m[c] / m[q]:.2f}")
 
 
 if __name__ == "__main__":

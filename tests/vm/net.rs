@@ -35,8 +35,10 @@ impl NetNs {
             euid, 0,
             "the net tests create network namespaces and TAPs: run them as root (`make vm-test` does)"
         );
-        // The L1's kernel has tun as a module; built in elsewhere.
+        // The L1's kernel has tun and vhost-net as modules; built in
+        // elsewhere.
         let _ = Command::new("modprobe").arg("tun").status();
+        let _ = Command::new("modprobe").arg("vhost_net").status();
         let name = format!("cocoon-{tag}-{}", std::process::id());
         ip(&["netns", "add", &name]);
         let ns = NetNs { name };
@@ -57,11 +59,15 @@ impl NetNs {
         ns
     }
 
-    /// Boots the test guest in the namespace with `steps`.
-    fn boot(&self, steps: &str) -> VmmRun {
+    /// Boots the test guest in the namespace with `steps`, its NIC on
+    /// vhost-net or on the VMM's own data path.
+    fn boot(&self, steps: &str, vhost: bool) -> VmmRun {
         let (k, i) = (kernel(), test_initrd());
         let cmdline = format!("quiet cocoon.test={steps}");
-        let net = format!("tap=cctap0,mac={GUEST_MAC}");
+        let net = format!(
+            "tap=cctap0,mac={GUEST_MAC},vhost={}",
+            if vhost { "on" } else { "off" }
+        );
         let args = [
             "--kernel",
             k.to_str().unwrap(),
@@ -81,6 +87,13 @@ impl NetNs {
         let run = run_vmm_via(&["ip", "netns", "exec", &self.name], &args, BOOT_DEADLINE);
         assert_eq!(run.status.code(), Some(0), "{}", run.dump());
         assert!(run.stdout.contains("cocoon-test: done"), "{}", run.dump());
+        assert_eq!(
+            run.stderr
+                .contains("cocoon-vmm: net cctap0: frames through vhost-net"),
+            vhost,
+            "{}",
+            run.dump()
+        );
         run
     }
 
@@ -157,6 +170,25 @@ fn field<'a>(line: &'a str, key: &str) -> &'a str {
 
 #[test]
 fn net_tcp_guest_to_host_64mib() {
+    guest_to_host(false);
+}
+
+#[test]
+fn net_tcp_guest_to_host_64mib_vhost() {
+    guest_to_host(true);
+}
+
+#[test]
+fn net_tcp_host_to_guest_64mib() {
+    host_to_guest(false);
+}
+
+#[test]
+fn net_tcp_host_to_guest_64mib_vhost() {
+    host_to_guest(true);
+}
+
+fn guest_to_host(vhost: bool) {
     let ns = NetNs::new("g2h");
     let server = ns.serve(5201, |mut s| {
         let mut h = Fnv::default();
@@ -172,7 +204,10 @@ fn net_tcp_guest_to_host_64mib() {
         }
         (total, h.value())
     });
-    let run = ns.boot(&format!("net-up:{GUEST_NET},tcp-send:{HOST_IP}:5201:7:64"));
+    let run = ns.boot(
+        &format!("net-up:{GUEST_NET},tcp-send:{HOST_IP}:5201:7:64"),
+        vhost,
+    );
     let (total, sum) = server.join().unwrap();
     let up = result_line(&run, "net-up");
     assert_eq!(field(up, "mac"), GUEST_MAC, "{up}");
@@ -183,8 +218,7 @@ fn net_tcp_guest_to_host_64mib() {
     assert_eq!(field(line, "sum"), format!("{sum:016x}"), "{line}");
 }
 
-#[test]
-fn net_tcp_host_to_guest_64mib() {
+fn host_to_guest(vhost: bool) {
     let ns = NetNs::new("h2g");
     let server = ns.serve(5202, |mut s| {
         let mut p = Pattern::new(9);
@@ -195,7 +229,10 @@ fn net_tcp_host_to_guest_64mib() {
         }
         s.shutdown(std::net::Shutdown::Write).unwrap();
     });
-    let run = ns.boot(&format!("net-up:{GUEST_NET},tcp-recv:{HOST_IP}:5202"));
+    let run = ns.boot(
+        &format!("net-up:{GUEST_NET},tcp-recv:{HOST_IP}:5202"),
+        vhost,
+    );
     server.join().unwrap();
     let up = result_line(&run, "net-up");
     let line = result_line(&run, "tcp-recv");

@@ -55,7 +55,7 @@ pub enum ConfigError {
     #[error("the vsock socket path is empty")]
     VsockPath,
     /// A `--net` flag could not be parsed.
-    #[error("invalid --net {0:?}: expected tap=NAME[,mac=MAC]")]
+    #[error("invalid --net {0:?}: expected tap=NAME[,mac=MAC][,vhost=on|off]")]
     NetFlag(String),
     /// A TAP name longer than an interface name can be.
     #[error("tap name '{0}' is longer than {MAX_IFNAME} bytes (IFNAMSIZ)")]
@@ -128,24 +128,32 @@ pub struct NetDeviceConfig {
     /// the TAP name).
     #[serde(default)]
     pub mac: Option<String>,
+    /// Move frames with the host kernel's vhost-net (`/dev/vhost-net`)
+    /// instead of the VMM's event loop (default: false).
+    #[serde(default)]
+    pub vhost: bool,
 }
 
 impl NetDeviceConfig {
-    /// Parses `tap=NAME[,mac=MAC]` (the `--net` flag).
+    /// Parses `tap=NAME[,mac=MAC][,vhost=on|off]` (the `--net` flag).
     pub fn parse_flag(s: &str) -> Result<Self, ConfigError> {
         let bad = || ConfigError::NetFlag(s.to_string());
         let mut tap = None;
         let mut mac = None;
+        let mut vhost = None;
         for p in s.split(',') {
             match p.split_once('=') {
                 Some(("tap", v)) if tap.is_none() => tap = Some(v.to_string()),
                 Some(("mac", v)) if mac.is_none() => mac = Some(v.to_string()),
+                Some(("vhost", "on")) if vhost.is_none() => vhost = Some(true),
+                Some(("vhost", "off")) if vhost.is_none() => vhost = Some(false),
                 _ => return Err(bad()),
             }
         }
         Ok(NetDeviceConfig {
             tap: tap.ok_or_else(bad)?,
             mac,
+            vhost: vhost.unwrap_or(false),
         })
     }
 }
@@ -157,6 +165,8 @@ pub struct NetDevice {
     pub tap: String,
     /// Unicast, non-zero MAC.
     pub mac: MacAddr,
+    /// Frames through vhost-net.
+    pub vhost: bool,
 }
 
 /// A validated drive.
@@ -289,7 +299,11 @@ impl VmConfigFile {
             if nets.iter().any(|x| x.mac == mac) {
                 return Err(ConfigError::DuplicateMac(mac.to_string()));
             }
-            nets.push(NetDevice { tap: n.tap, mac });
+            nets.push(NetDevice {
+                tap: n.tap,
+                mac,
+                vhost: n.vhost,
+            });
         }
         let devices =
             drives.len() + nets.len() + usize::from(rng) + usize::from(self.vsock.is_some());
@@ -411,7 +425,8 @@ mod tests {
             NetDeviceConfig::parse_flag("tap=cctap0,mac=02:00:00:00:00:01").unwrap(),
             NetDeviceConfig {
                 tap: "cctap0".into(),
-                mac: Some("02:00:00:00:00:01".into())
+                mac: Some("02:00:00:00:00:01".into()),
+                vhost: false,
             }
         );
         assert_eq!(
@@ -419,12 +434,21 @@ mod tests {
             None,
             "mac is optional"
         );
+        assert!(NetDeviceConfig::parse_flag("vhost=on,tap=t").unwrap().vhost);
+        assert!(
+            !NetDeviceConfig::parse_flag("tap=t,vhost=off")
+                .unwrap()
+                .vhost
+        );
         for bad in [
             "",
             "cctap0",
             "mac=02:00:00:00:00:01",
             "tap=a,tap=b",
             "tap=a,fast",
+            "tap=a,vhost=yes",
+            "tap=a,vhost",
+            "tap=a,vhost=on,vhost=off",
         ] {
             assert_eq!(
                 NetDeviceConfig::parse_flag(bad),
@@ -443,6 +467,7 @@ mod tests {
         let n = |tap: &str, mac: Option<&str>| NetDeviceConfig {
             tap: tap.into(),
             mac: mac.map(Into::into),
+            vhost: false,
         };
         let c = base(vec![
             n("cctap0", None),

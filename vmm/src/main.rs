@@ -54,8 +54,9 @@ struct Args {
     vsock: Option<PathBuf>,
     /// A virtio-net device on an existing TAP device (repeatable; the guest
     /// sees them as eth0, eth1, ... in this order). Without mac=, the MAC
-    /// is 02:xx:xx:xx:xx:xx derived from the TAP name.
-    #[arg(long = "net", value_name = "tap=NAME[,mac=MAC]")]
+    /// is 02:xx:xx:xx:xx:xx derived from the TAP name. With vhost=on the
+    /// host kernel's vhost-net (/dev/vhost-net) moves the frames.
+    #[arg(long = "net", value_name = "tap=NAME[,mac=MAC][,vhost=on|off]")]
     nets: Vec<String>,
     /// Print VM exit counts when the guest ends.
     #[arg(long)]

@@ -35,6 +35,7 @@ use seccompiler::{
     SeccompRule, TargetArch,
 };
 use serde::{Deserialize, Serialize};
+use vhost::vhost_kern::vhost_binding as vhost_ioctls;
 
 /// What happens to a system call outside the allow-list.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -108,6 +109,18 @@ impl ThreadKind {
 /// `_IO(KVMIO, 0x80)`.
 pub const KVM_RUN: u64 = 0xae80;
 
+/// The vhost ioctls that start and stop a vhost-net device's rings.
+const VHOST_RING_IOCTLS: [fn() -> u64; 8] = [
+    vhost_ioctls::VHOST_SET_FEATURES,
+    vhost_ioctls::VHOST_SET_VRING_NUM,
+    vhost_ioctls::VHOST_SET_VRING_ADDR,
+    vhost_ioctls::VHOST_SET_VRING_BASE,
+    vhost_ioctls::VHOST_GET_VRING_BASE,
+    vhost_ioctls::VHOST_SET_VRING_KICK,
+    vhost_ioctls::VHOST_SET_VRING_CALL,
+    vhost_ioctls::VHOST_NET_SET_BACKEND,
+];
+
 /// The compiled filters for one VM, ready to install.
 pub struct Filters {
     mode: SeccompMode,
@@ -119,8 +132,13 @@ pub struct Filters {
 
 impl Filters {
     /// Compiles both allow-lists for `mode`; `None` for [`SeccompMode::Off`].
-    /// `pid` is this process (signals may only go to its own threads).
-    pub fn build(mode: SeccompMode, pid: libc::pid_t) -> Result<Option<Filters>, SeccompError> {
+    /// `pid` is this process (signals may only go to its own threads);
+    /// `vhost` lets vCPU threads start and stop vhost-net rings.
+    pub fn build(
+        mode: SeccompMode,
+        pid: libc::pid_t,
+        vhost: bool,
+    ) -> Result<Option<Filters>, SeccompError> {
         let mismatch = match mode {
             SeccompMode::On => SeccompAction::Trap,
             SeccompMode::Log => SeccompAction::Log,
@@ -135,13 +153,13 @@ impl Filters {
             mode,
             vcpu: compile(
                 "vcpu",
-                rules(ThreadKind::Vcpu, pid)?,
+                rules(ThreadKind::Vcpu, pid, vhost)?,
                 mismatch.clone(),
                 SeccompAction::Allow,
             )?,
             vmm: compile(
                 "vmm",
-                rules(ThreadKind::Vmm, pid)?,
+                rules(ThreadKind::Vmm, pid, vhost)?,
                 mismatch,
                 SeccompAction::Allow,
             )?,
@@ -208,6 +226,7 @@ fn without_bits(arg: u8, mask: u64) -> Result<Vec<SeccompRule>, SeccompError> {
 pub fn rules(
     kind: ThreadKind,
     pid: libc::pid_t,
+    vhost: bool,
 ) -> Result<BTreeMap<i64, Vec<SeccompRule>>, SeccompError> {
     let mut m: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
     let any = Vec::new;
@@ -259,7 +278,14 @@ pub fn rules(
     let tun = libc::TUNSETOFFLOAD;
     match kind {
         ThreadKind::Vcpu => {
-            m.insert(libc::SYS_ioctl, any_of(1, &[KVM_RUN, tun])?);
+            let mut ioctls = vec![KVM_RUN, tun];
+            if vhost {
+                // vhost-net rings start and stop on activation and reset.
+                // The memory table and the owner were set before the
+                // filters, and no other vhost fd can be opened.
+                ioctls.extend(VHOST_RING_IOCTLS.map(|f| f()));
+            }
+            m.insert(libc::SYS_ioctl, any_of(1, &ioctls)?);
         }
         ThreadKind::Vmm => {
             // Disks (preadv/pwritev, per segment read/write after lseek,
@@ -490,9 +516,11 @@ mod tests {
     #[test]
     fn both_lists_compile_in_every_mode() {
         let pid = std::process::id() as libc::pid_t;
-        assert!(Filters::build(SeccompMode::Off, pid).unwrap().is_none());
+        assert!(Filters::build(SeccompMode::Off, pid, true)
+            .unwrap()
+            .is_none());
         for mode in [SeccompMode::On, SeccompMode::Log] {
-            let f = Filters::build(mode, pid).unwrap().unwrap();
+            let f = Filters::build(mode, pid, true).unwrap().unwrap();
             assert_eq!(f.mode(), mode);
             assert!(!f.vcpu.is_empty() && !f.vmm.is_empty() && !f.vmm_refused.is_empty());
         }
@@ -501,7 +529,7 @@ mod tests {
     #[test]
     fn lists_leave_out_what_a_compromised_vmm_wants() {
         for kind in [ThreadKind::Vcpu, ThreadKind::Vmm] {
-            let r = rules(kind, 1).unwrap();
+            let r = rules(kind, 1, false).unwrap();
             for nr in [
                 libc::SYS_open,
                 libc::SYS_openat,
@@ -544,11 +572,11 @@ mod tests {
                 assert!(!r[&nr].is_empty(), "{kind:?}: {nr} without argument checks");
             }
         }
-        let vcpu = rules(ThreadKind::Vcpu, 1).unwrap();
+        let vcpu = rules(ThreadKind::Vcpu, 1, false).unwrap();
         for nr in [libc::SYS_socket, libc::SYS_connect, libc::SYS_accept4] {
             assert!(!vcpu.contains_key(&nr), "vCPU threads need no sockets");
         }
-        let vmm = rules(ThreadKind::Vmm, 1).unwrap();
+        let vmm = rules(ThreadKind::Vmm, 1, false).unwrap();
         assert!(!vmm[&libc::SYS_socket].is_empty(), "socket: AF_UNIX only");
     }
 

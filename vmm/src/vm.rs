@@ -30,7 +30,7 @@ use crate::devices::virtio::net::{Net, NetConfig, NetError};
 use crate::devices::virtio::rng::Rng;
 use crate::devices::virtio::vsock::device::VsockError;
 use crate::devices::virtio::vsock::Vsock;
-use crate::devices::virtio::{Interrupt, VirtioDevice};
+use crate::devices::virtio::{ActivateError, Interrupt, VirtioDevice};
 use crate::guest_panic;
 use crate::loader::{self, LoadError};
 use crate::memory::GuestRam;
@@ -97,6 +97,9 @@ pub enum VmError {
     /// A seccomp filter could not be built or installed.
     #[error(transparent)]
     Seccomp(#[from] SeccompError),
+    /// A device's backend refused the guest's memory.
+    #[error("virtio device {0}: {1}")]
+    Attach(usize, ActivateError),
 }
 
 /// How the guest ended.
@@ -360,7 +363,9 @@ pub fn run(config: &VmConfig, opts: RunOptions) -> Result<RunReport, VmError> {
     // filter, then waits at the gate until this thread has installed its
     // filter too, so no guest instruction runs while any VMM thread is
     // unfiltered.
-    let filters = Filters::build(config.seccomp, std::process::id() as libc::pid_t)?.map(Arc::new);
+    let vhost = config.nets.iter().any(|n| n.vhost);
+    let filters =
+        Filters::build(config.seccomp, std::process::id() as libc::pid_t, vhost)?.map(Arc::new);
     let gate = Arc::new(StartGate::default());
     let mut threads: Vec<JoinHandle<()>> = Vec::with_capacity(vcpus.len());
     let mut spawn_error = None;
@@ -516,6 +521,7 @@ fn create_virtio_devices(config: &VmConfig) -> Result<Vec<VirtioSlot>, VmError> 
         let cfg = NetConfig {
             tap: n.tap.clone(),
             mac: n.mac,
+            vhost: n.vhost,
         };
         slots.push(VirtioSlot::new(Net::new(&cfg).map_err(VmError::Net)?));
     }
@@ -546,10 +552,13 @@ fn attach_virtio_devices(
         vm.register_irqfd(&irqfd, irq)
             .map_err(|e| VmError::Kvm("KVM_IRQFD", e))?;
         {
-            let device = slot
+            let mut device = slot
                 .device
                 .lock()
                 .map_err(|_| VmError::Guest("device lock poisoned".into()))?;
+            device
+                .attach_memory(mem)
+                .map_err(|e| VmError::Attach(index, e))?;
             for (queue, evt) in device.queue_events().iter().enumerate() {
                 let addr = IoEventAddress::Mmio(base + QUEUE_NOTIFY_OFFSET);
                 vm.register_ioevent(evt, &addr, queue as u32)

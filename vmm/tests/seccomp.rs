@@ -41,7 +41,7 @@ fn child() {
         "vcpu" => ThreadKind::Vcpu,
         _ => ThreadKind::Vmm,
     };
-    let filters = Filters::build(mode, std::process::id() as libc::pid_t)
+    let filters = Filters::build(mode, std::process::id() as libc::pid_t, false)
         .unwrap()
         .unwrap();
     filters.install(kind).unwrap();

@@ -72,6 +72,12 @@ struct Args {
     #[arg(long, default_value_t = 10,
           value_parser = clap::value_parser!(u64).range(0..=3600))]
     stop_timeout: u64,
+    /// How networked sandboxes' NICs move frames: `on` through the host
+    /// kernel's vhost-net (/dev/vhost-net; cocoond refuses to start
+    /// without it), `off` through the VMM's own event loop, `auto` vhost-net
+    /// when /dev/vhost-net can be opened (after `modprobe vhost_net`).
+    #[arg(long, value_enum, default_value_t = NetVhost::Auto)]
+    net_vhost: NetVhost,
     /// IPv4 range `network: default` sandboxes take their /30 subnets from
     /// (give each daemon on a host its own).
     #[arg(long, value_name = "CIDR", default_value = "10.200.0.0/16")]
@@ -85,6 +91,30 @@ struct Args {
     /// Largest scratch disk a sandbox may ask for, MiB (at least the default 1024).
     #[arg(long, value_name = "MIB", default_value_t = spec::MAX_DISK_MIB)]
     max_disk_mib: u64,
+}
+
+/// `--net-vhost`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum NetVhost {
+    Auto,
+    On,
+    Off,
+}
+
+/// Whether networked sandboxes get vhost-net, for `mode`.
+fn vhost_net(mode: NetVhost) -> Result<bool> {
+    let found = match mode {
+        NetVhost::Off => return Ok(false),
+        _ => cocoon_runtime::network::vhost::available(),
+    };
+    match (mode, found) {
+        (_, Ok(())) => Ok(true),
+        (NetVhost::On, Err(e)) => bail!("--net-vhost on: {e}"),
+        (_, Err(e)) => {
+            tracing::info!("networked sandboxes use the VMM's own virtio-net data path: {e}");
+            Ok(false)
+        }
+    }
 }
 
 /// The first of `candidates` that exists, or an error naming them all.
@@ -190,6 +220,10 @@ async fn run(args: Args, paths: VmmPaths, limits: Limits, token: Option<String>)
     cfg.network_pool = args.network_pool;
     cfg.limits = limits;
     cfg.warm_pool = usize::from(args.warm_pool);
+    cfg.vhost_net = vhost_net(args.net_vhost)?;
+    if cfg.vhost_net {
+        tracing::info!("networked sandboxes use vhost-net");
+    }
     let manager = SandboxManager::open(cfg)
         .await
         .with_context(|| format!("opening state directory {}", args.state_dir.display()))?;

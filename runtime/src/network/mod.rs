@@ -22,6 +22,7 @@ pub mod cmd;
 pub mod dns;
 pub mod firewall;
 pub mod link;
+pub mod vhost;
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -107,9 +108,15 @@ impl SandboxNetwork {
         )
     }
 
-    /// The VMM's `--net` value: the TAP in the namespace and the MAC.
-    pub fn vmm_net_arg(&self) -> String {
-        format!("tap={},mac={}", link::TAP, self.mac)
+    /// The VMM's `--net` value: the TAP in the namespace and the MAC, and
+    /// whether the kernel's vhost-net moves the frames.
+    pub fn vmm_net_arg(&self, vhost: bool) -> String {
+        let arg = format!("tap={},mac={}", link::TAP, self.mac);
+        if vhost {
+            arg + ",vhost=on"
+        } else {
+            arg
+        }
     }
 
     fn names(&self) -> LinkNames {
@@ -345,7 +352,11 @@ mod tests {
         assert_eq!(n.ip, Ipv4Addr::new(10, 200, 0, 2));
         assert_eq!(n.gateway, Ipv4Addr::new(10, 200, 0, 1));
         assert_eq!(n.kernel_param(), "cocoon.net=10.200.0.2/30,10.200.0.1");
-        assert_eq!(n.vmm_net_arg(), "tap=tap0,mac=02:23:45:67:89:ab");
+        assert_eq!(n.vmm_net_arg(false), "tap=tap0,mac=02:23:45:67:89:ab");
+        assert_eq!(
+            n.vmm_net_arg(true),
+            "tap=tap0,mac=02:23:45:67:89:ab,vhost=on"
+        );
         assert_eq!(n.netns_path(), Path::new("/run/netns/cocoon-0123456789ab"));
         assert_eq!(n.host_interface, "coc0123456789ab");
         assert!(h.allocate("NOT-AN-ID").is_err());

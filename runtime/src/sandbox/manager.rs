@@ -92,6 +92,9 @@ pub struct ManagerConfig {
     /// How many VMs to keep booted ahead of demand in the shape of the last
     /// `network: none` sandbox created (0: none; see [`super::pool`]).
     pub warm_pool: usize,
+    /// Networked sandboxes' NICs move frames with the host kernel's
+    /// vhost-net instead of the VMM's event loop.
+    pub vhost_net: bool,
 }
 
 impl ManagerConfig {
@@ -106,6 +109,7 @@ impl ManagerConfig {
             network_pool: Pool::DEFAULT,
             limits: Limits::default(),
             warm_pool: 0,
+            vhost_net: false,
         }
     }
 }
@@ -1123,6 +1127,7 @@ impl Inner {
                 vsock: &socket,
                 log: &vmm_log,
                 network: network.as_ref(),
+                vhost_net: self.cfg.vhost_net,
                 background: false,
             },
         )
@@ -1615,6 +1620,7 @@ impl Inner {
                     vsock: &socket,
                     log: &log,
                     network: None,
+                    vhost_net: false,
                     background: true,
                 },
             )

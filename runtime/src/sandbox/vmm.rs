@@ -60,6 +60,8 @@ pub struct Launch<'a> {
     /// namespace with a NIC on its TAP, and the guest learns its address
     /// from the kernel command line. `None`: no NIC.
     pub network: Option<&'a SandboxNetwork>,
+    /// The NIC (if any) moves frames with the host kernel's vhost-net.
+    pub vhost_net: bool,
     /// Boot at the lowest CPU priority (a warm-pool VM nobody waits for
     /// yet; [`VmmProcess::to_foreground`] undoes it).
     pub background: bool,
@@ -73,7 +75,7 @@ pub fn vmm_args(paths: &VmmPaths, l: &Launch<'_>) -> Vec<String> {
         cmdline.push(' ');
         cmdline.push_str(&net.kernel_param());
         args.push("--net".into());
-        args.push(net.vmm_net_arg());
+        args.push(net.vmm_net_arg(l.vhost_net));
     }
     let mut all: Vec<String> = vec![
         "--kernel".into(),
@@ -360,6 +362,7 @@ mod tests {
                 vsock: Path::new("/v.sock"),
                 log: Path::new("/l"),
                 network: None,
+                vhost_net: false,
                 background: false,
             },
         );
@@ -391,13 +394,14 @@ mod tests {
                 vsock: Path::new("/v.sock"),
                 log: Path::new("/l"),
                 network: Some(&net),
+                vhost_net: true,
                 background: false,
             },
         );
         let at = a.iter().position(|x| x == "--net").unwrap_or(usize::MAX);
         assert_eq!(
             a.get(at + 1).map(String::as_str),
-            Some("tap=tap0,mac=02:23:45:67:89:ab")
+            Some("tap=tap0,mac=02:23:45:67:89:ab,vhost=on")
         );
         let cmdline = a
             .iter()

@@ -152,6 +152,8 @@ pub struct MmioTransport {
     /// power of two): such a queue can never be activated.
     bad_size: Vec<bool>,
     active: bool,
+    /// An activation failed and was logged (later ones are not).
+    activation_failed: bool,
 }
 
 impl MmioTransport {
@@ -183,6 +185,7 @@ impl MmioTransport {
             features_sel: 0,
             driver_features_sel: 0,
             acked: 0,
+            activation_failed: false,
             queue_sel: 0,
             active: false,
         }
@@ -376,7 +379,14 @@ impl MmioTransport {
                         std::mem::take(&mut self.queues),
                         self.acked,
                     )
-                    .map_err(|_| ()),
+                    .map_err(|e| {
+                        if !self.activation_failed {
+                            // Once per device: a guest that keeps failing
+                            // must not fill the log.
+                            eprintln!("cocoon-vmm: virtio device activation failed: {e}");
+                            self.activation_failed = true;
+                        }
+                    }),
                 Err(_) => Err(()),
             },
         };
@@ -406,6 +416,7 @@ impl MmioTransport {
         self.queue_sel = 0;
         self.active = false;
         self.interrupt.ack(u32::MAX);
+        self.interrupt.set_rings_elsewhere(false);
     }
 }
 

@@ -14,7 +14,7 @@ pub mod net;
 pub mod rng;
 pub mod vsock;
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 
 use virtio_queue::{DescriptorChain, Queue, QueueT};
@@ -59,6 +59,8 @@ pub struct Interrupt(Arc<InterruptInner>);
 struct InterruptInner {
     status: AtomicU32,
     irqfd: EventFd,
+    /// Something outside the VMM (vhost) signals the irqfd for used rings.
+    rings_elsewhere: AtomicBool,
 }
 
 impl Interrupt {
@@ -67,6 +69,7 @@ impl Interrupt {
         Interrupt(Arc::new(InterruptInner {
             status: AtomicU32::new(0),
             irqfd,
+            rings_elsewhere: AtomicBool::new(false),
         }))
     }
 
@@ -78,9 +81,23 @@ impl Interrupt {
         let _ = self.0.irqfd.write(1);
     }
 
-    /// The status register.
+    /// The status register. While the rings are served elsewhere (see
+    /// [`Interrupt::set_rings_elsewhere`]) it always has `INT_VRING`.
     pub fn status(&self) -> u32 {
-        self.0.status.load(Ordering::SeqCst)
+        let s = self.0.status.load(Ordering::SeqCst);
+        if self.0.rings_elsewhere.load(Ordering::SeqCst) {
+            s | INT_VRING
+        } else {
+            s
+        }
+    }
+
+    /// Says whether the used rings are served, and the irqfd signalled, by
+    /// something the VMM does not see (the kernel's vhost worker). The
+    /// driver then cannot be told which interrupt was a used-ring one, so
+    /// every status read says it was: the driver looks at its rings.
+    pub fn set_rings_elsewhere(&self, on: bool) {
+        self.0.rings_elsewhere.store(on, Ordering::SeqCst);
     }
 
     /// Clears acknowledged bits.
@@ -116,6 +133,11 @@ pub trait VirtioDevice: Send {
         queues: Vec<Queue>,
         acked_features: u64,
     ) -> Result<(), ActivateError>;
+    /// Gives the device the guest's memory once it exists, before any
+    /// seccomp filter (for backends that must be told about it up front).
+    fn attach_memory(&mut self, _mem: &GuestMemoryMmap) -> Result<(), ActivateError> {
+        Ok(())
+    }
     /// Stops the device and forgets its queues (driver wrote 0 to Status).
     fn reset(&mut self);
 }

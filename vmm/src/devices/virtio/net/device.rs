@@ -14,6 +14,7 @@ use vmm_sys_util::eventfd::EventFd;
 use super::request::{parse_tx, GsoType, TxFrame, VnetHdr, HDR_F_NEEDS_CSUM, MAX_RX_LEN};
 use super::rx::{Received, RxBuffers};
 use super::tap::{Tap, TapError, OFFLOAD_CSUM, OFFLOAD_TSO4, OFFLOAD_TSO6};
+use super::vhost::{VhostError, VhostNet};
 use super::{MacAddr, MAX_FRAME_LEN, QUEUE_SIZE, VNET_HDR_LEN};
 use crate::devices::virtio::{
     expect_queues, read_config_bytes, ActivateError, Interrupt, VirtioDevice, INT_VRING,
@@ -54,6 +55,8 @@ pub struct NetConfig {
     pub tap: String,
     /// The guest's MAC address.
     pub mac: MacAddr,
+    /// Move frames with the kernel's vhost-net instead of the VMM's event loop.
+    pub vhost: bool,
 }
 
 /// Errors creating a net device.
@@ -65,6 +68,9 @@ pub enum NetError {
     /// eventfd creation failed.
     #[error("eventfd: {0}")]
     EventFd(io::Error),
+    /// vhost-net cannot be set up.
+    #[error(transparent)]
+    Vhost(#[from] VhostError),
 }
 
 /// Counters, for metrics.
@@ -184,6 +190,13 @@ pub struct Net {
     rx: RxState,
     /// Whether the TAP is registered with the event loop (event handler's).
     pub(super) tap_registered: bool,
+    /// Frames go through vhost-net (the event loop watches neither the
+    /// queues nor the TAP).
+    pub(super) use_vhost: bool,
+    /// The vhost-net instance, once guest memory exists.
+    vhost: Option<VhostNet>,
+    /// The interrupt vhost-net signals while it runs.
+    vhost_interrupt: Option<Interrupt>,
     /// Counters.
     pub metrics: NetMetrics,
 }
@@ -192,7 +205,9 @@ impl Net {
     /// Attaches to the TAP described by `cfg`.
     pub fn new(cfg: &NetConfig) -> Result<Self, NetError> {
         let tap = Tap::open(&cfg.tap)?;
-        Net::with_tap(tap, cfg.mac)
+        let mut net = Net::with_tap(tap, cfg.mac)?;
+        net.use_vhost = cfg.vhost;
+        Ok(net)
     }
 
     /// A device on an already attached TAP.
@@ -220,6 +235,9 @@ impl Net {
             features,
             rx: RxState::new(),
             tap_registered: false,
+            use_vhost: false,
+            vhost: None,
+            vhost_interrupt: None,
             metrics: NetMetrics::default(),
         })
     }
@@ -509,6 +527,25 @@ impl VirtioDevice for Net {
         self.tap
             .set_offload(Self::tap_offloads(acked))
             .map_err(|e| ActivateError::Backend(format!("TUNSETOFFLOAD: {e}")))?;
+        if self.use_vhost {
+            let vhost = self
+                .vhost
+                .as_mut()
+                .ok_or_else(|| ActivateError::Backend("vhost-net was not set up".into()))?;
+            vhost
+                .start(
+                    &mem,
+                    acked,
+                    &queues,
+                    &self.queue_evts,
+                    interrupt.irqfd(),
+                    self.tap.file(),
+                )
+                .map_err(|e| ActivateError::Backend(e.to_string()))?;
+            interrupt.set_rings_elsewhere(true);
+            self.vhost_interrupt = Some(interrupt);
+            return Ok(());
+        }
         self.active = Some(Active {
             mem,
             interrupt,
@@ -521,7 +558,25 @@ impl VirtioDevice for Net {
         Ok(())
     }
 
+    fn attach_memory(&mut self, mem: &GuestMemoryMmap) -> Result<(), ActivateError> {
+        if self.use_vhost && self.vhost.is_none() {
+            let v = VhostNet::open(mem).map_err(|e| ActivateError::Backend(e.to_string()))?;
+            self.vhost = Some(v);
+            eprintln!(
+                "cocoon-vmm: net {}: frames through vhost-net",
+                self.tap.name()
+            );
+        }
+        Ok(())
+    }
+
     fn reset(&mut self) {
+        if let Some(v) = self.vhost.as_mut() {
+            v.stop();
+        }
+        if let Some(i) = self.vhost_interrupt.take() {
+            i.set_rings_elsewhere(false);
+        }
         self.active = None;
         self.rx.reset();
         let _ = self.tap.set_offload(0);

@@ -2,7 +2,8 @@
 //! and the TAP while the device wants it (active, guest has room, TAP
 //! healthy). After every event the TAP's registration is brought in line
 //! with what the device wants; activation and reset signal the RX eventfd
-//! so that happens promptly.
+//! so that happens promptly. With vhost-net nothing is registered: the
+//! kernel takes the notifications and reads the TAP.
 
 use std::os::fd::AsRawFd;
 
@@ -47,6 +48,10 @@ impl MutEventSubscriber for Net {
     }
 
     fn init(&mut self, ops: &mut EventOps) {
+        if self.use_vhost {
+            // The kernel takes the notifications and reads the TAP.
+            return;
+        }
         for (i, evt) in self.queue_evts.iter().enumerate() {
             // Registration fails only if the fd is already registered.
             let _ = ops.add(Events::with_data(evt, i as u32, EventSet::IN));

@@ -7,7 +7,8 @@
 //!
 //! Frames move without a copy in the VMM where possible: TX with one
 //! `writev` from guest memory, RX with one `readv` into the guest buffers
-//! the device holds (`rx.rs`).
+//! the device holds (`rx.rs`). With `vhost=on` they do not pass through
+//! the VMM at all: the host kernel's vhost-net moves them (`vhost.rs`).
 //!
 //! Flow control: frames are read from the TAP only while the guest has
 //! receive buffers; when it runs out the TAP is dropped from the event loop
@@ -19,6 +20,7 @@ pub mod event_handler;
 pub mod request;
 pub mod rx;
 pub mod tap;
+pub mod vhost;
 
 use std::fmt;
 

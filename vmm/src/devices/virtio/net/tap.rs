@@ -150,6 +150,11 @@ impl Tap {
         &self.name
     }
 
+    /// The TAP's file, for vhost-net to read and write frames through.
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
     /// Whether checksum and TSO offloads can be enabled.
     pub fn offloads_supported(&self) -> bool {
         self.offloads_supported
