@@ -17,7 +17,9 @@ use vmm_sys_util::eventfd::EventFd;
 use super::connection::{Connection, State};
 use super::packet::{read_tx, Header, Op, HDR_SIZE, SHUTDOWN_RCV, SHUTDOWN_SEND, TYPE_STREAM};
 use super::{GUEST_CID, HOST_CID, MAX_CONNECTIONS, MAX_PAYLOAD, QUEUE_SIZE};
-use crate::devices::virtio::{expect_queues, ActivateError, Interrupt, VirtioDevice, INT_VRING};
+use crate::devices::virtio::{
+    expect_queues, ActivateError, Interrupt, VirtioDevice, INT_VRING, VIRTIO_RING_F_EVENT_IDX,
+};
 
 const VIRTIO_ID_VSOCK: u32 = 19;
 const RX: usize = 0;
@@ -240,24 +242,53 @@ impl Vsock {
         };
         let mut packets = Vec::new();
         let mut used = false;
+        let mut out_of_budget = false;
         {
             let mem = &active.mem;
             let q = &mut active.queues[TX];
-            while let Some(chain) = q.pop_descriptor_chain(mem) {
-                let head = chain.head_index();
-                let packet = read_tx(chain, GUEST_CID).ok();
-                match packet {
-                    Some(p) => packets.push(p),
-                    None => self.malformed_packets += 1,
+            // Kicks are off while the queue is drained, and back on (with
+            // EVENT_IDX: `avail_event` at the next entry) before the device
+            // goes idle, with a last look for packets queued in between.
+            // At most a ring's worth per call, so a guest that keeps
+            // sending cannot hold the event loop or grow `packets`.
+            let mut budget = usize::from(QUEUE_SIZE);
+            let mut idle_rounds = 0;
+            let _ = q.disable_notification(mem);
+            'drain: loop {
+                let mut popped = false;
+                while let Some(chain) = q.pop_descriptor_chain(mem) {
+                    popped = true;
+                    let head = chain.head_index();
+                    let packet = read_tx(chain, GUEST_CID).ok();
+                    match packet {
+                        Some(p) => packets.push(p),
+                        None => self.malformed_packets += 1,
+                    }
+                    if q.add_used(mem, head, 0).is_err() {
+                        break 'drain;
+                    }
+                    used = true;
+                    budget -= 1;
+                    if budget == 0 {
+                        out_of_budget = true;
+                        break 'drain;
+                    }
                 }
-                if q.add_used(mem, head, 0).is_err() {
-                    break;
+                if !popped {
+                    idle_rounds += 1;
                 }
-                used = true;
+                match q.enable_notification(mem) {
+                    Ok(true) if idle_rounds < 2 => continue,
+                    _ => break,
+                }
             }
             if used && q.needs_notification(mem).unwrap_or(true) {
                 active.interrupt.trigger(INT_VRING);
             }
+        }
+        if out_of_budget {
+            // Come back after other events.
+            let _ = self.queue_evts[TX].write(1);
         }
         for (h, payload) in packets {
             self.handle_packet(&h, &payload);
@@ -505,107 +536,126 @@ impl Vsock {
         let mut buf = vec![0u8; MAX_PAYLOAD as usize];
         let mut rewatch = Vec::new();
         let mut closing = Vec::new();
-        loop {
-            // Pick what to send before taking a buffer.
-            let next = if let Some(h) = self.control.pop_front() {
-                Some((h, 0usize))
-            } else {
-                let mut found = None;
-                for _ in 0..self.ready.len() {
-                    let Some(key) = self.ready.pop_front() else {
-                        break;
-                    };
-                    let Some(c) = self.conns.get_mut(&key) else {
-                        continue;
-                    };
-                    if !c.readable
-                        || c.host_eof
-                        || c.state != State::Established
-                        || c.peer_credit() == 0
-                    {
-                        // Not now; credit updates and events bring it back.
-                        continue;
-                    }
-                    found = Some(key);
-                    break;
-                }
-                match found {
-                    Some(key) => {
-                        let Some(chain) = q.pop_descriptor_chain(mem) else {
-                            self.ready.push_front(key);
+        let mut rounds = 0;
+        'rounds: loop {
+            // Set when there is something to send but no buffer for it.
+            let mut starved = false;
+            loop {
+                // Pick what to send before taking a buffer.
+                let next = if let Some(h) = self.control.pop_front() {
+                    Some((h, 0usize))
+                } else {
+                    let mut found = None;
+                    for _ in 0..self.ready.len() {
+                        let Some(key) = self.ready.pop_front() else {
                             break;
-                        };
-                        let head = chain.head_index();
-                        let Ok(mut w) = chain.writer(mem) else {
-                            let _ = q.add_used(mem, head, 0);
-                            used = true;
-                            self.ready.push_front(key);
-                            continue;
                         };
                         let Some(c) = self.conns.get_mut(&key) else {
                             continue;
                         };
-                        let room = w.available_bytes().saturating_sub(HDR_SIZE);
-                        let want = room.min(c.peer_credit() as usize).min(buf.len());
-                        if want == 0 {
-                            let _ = q.add_used(mem, head, 0);
-                            used = true;
-                            self.ready.push_back(key);
+                        if !c.readable
+                            || c.host_eof
+                            || c.state != State::Established
+                            || c.peer_credit() == 0
+                        {
+                            // Not now; credit updates and events bring it back.
                             continue;
                         }
-                        match c.stream.read(&mut buf[..want]) {
-                            Ok(0) => {
-                                // The host will send no more; it may still
-                                // read what the guest sends back.
-                                c.host_eof = true;
-                                c.readable = false;
-                                let h = c.header(Op::Shutdown, 0, SHUTDOWN_SEND);
-                                let n = write_packet(&mut w, &h, &[]);
-                                let _ = q.add_used(mem, head, n);
+                        found = Some(key);
+                        break;
+                    }
+                    match found {
+                        Some(key) => {
+                            let Some(chain) = q.pop_descriptor_chain(mem) else {
+                                self.ready.push_front(key);
+                                starved = true;
+                                break;
+                            };
+                            let head = chain.head_index();
+                            let Ok(mut w) = chain.writer(mem) else {
+                                let _ = q.add_used(mem, head, 0);
                                 used = true;
-                                rewatch.push(key);
-                            }
-                            Ok(n) => {
-                                let h = c.header(Op::Rw, n as u32, 0);
-                                let written = write_packet(&mut w, &h, &buf[..n]);
-                                c.sent_to_guest(n as u32);
-                                let _ = q.add_used(mem, head, written);
+                                self.ready.push_front(key);
+                                continue;
+                            };
+                            let Some(c) = self.conns.get_mut(&key) else {
+                                continue;
+                            };
+                            let room = w.available_bytes().saturating_sub(HDR_SIZE);
+                            let want = room.min(c.peer_credit() as usize).min(buf.len());
+                            if want == 0 {
+                                let _ = q.add_used(mem, head, 0);
                                 used = true;
                                 self.ready.push_back(key);
+                                continue;
                             }
-                            Err(e)
-                                if e.kind() == io::ErrorKind::WouldBlock
-                                    || e.kind() == io::ErrorKind::Interrupted =>
-                            {
-                                c.readable = e.kind() == io::ErrorKind::Interrupted;
-                                q.go_to_previous_position();
-                                rewatch.push(key);
-                                if c.readable {
+                            match c.stream.read(&mut buf[..want]) {
+                                Ok(0) => {
+                                    // The host will send no more; it may still
+                                    // read what the guest sends back.
+                                    c.host_eof = true;
+                                    c.readable = false;
+                                    let h = c.header(Op::Shutdown, 0, SHUTDOWN_SEND);
+                                    let n = write_packet(&mut w, &h, &[]);
+                                    let _ = q.add_used(mem, head, n);
+                                    used = true;
+                                    rewatch.push(key);
+                                }
+                                Ok(n) => {
+                                    let h = c.header(Op::Rw, n as u32, 0);
+                                    let written = write_packet(&mut w, &h, &buf[..n]);
+                                    c.sent_to_guest(n as u32);
+                                    let _ = q.add_used(mem, head, written);
+                                    used = true;
                                     self.ready.push_back(key);
                                 }
+                                Err(e)
+                                    if e.kind() == io::ErrorKind::WouldBlock
+                                        || e.kind() == io::ErrorKind::Interrupted =>
+                                {
+                                    c.readable = e.kind() == io::ErrorKind::Interrupted;
+                                    q.go_to_previous_position();
+                                    rewatch.push(key);
+                                    if c.readable {
+                                        self.ready.push_back(key);
+                                    }
+                                }
+                                Err(_) => {
+                                    q.go_to_previous_position();
+                                    closing.push(key);
+                                }
                             }
-                            Err(_) => {
-                                q.go_to_previous_position();
-                                closing.push(key);
-                            }
+                            continue;
                         }
-                        continue;
+                        None => None,
                     }
-                    None => None,
+                };
+                let Some((h, _)) = next else { break };
+                let Some(chain) = q.pop_descriptor_chain(mem) else {
+                    self.control.push_front(h);
+                    starved = true;
+                    break;
+                };
+                let head = chain.head_index();
+                let n = match chain.writer(mem) {
+                    Ok(mut w) => write_packet(&mut w, &h, &[]),
+                    Err(_) => 0,
+                };
+                let _ = q.add_used(mem, head, n);
+                used = true;
+            }
+            // Out of buffers: ask for a kick when the guest gives more
+            // (with EVENT_IDX, `avail_event` moves to the next entry), then
+            // look once more for buffers given in between. A second empty
+            // look means the avail index lies: wait for the kick.
+            rounds += 1;
+            if starved {
+                let more = q.enable_notification(mem).unwrap_or(false);
+                if more && rounds < 2 {
+                    continue 'rounds;
                 }
-            };
-            let Some((h, _)) = next else { break };
-            let Some(chain) = q.pop_descriptor_chain(mem) else {
-                self.control.push_front(h);
-                break;
-            };
-            let head = chain.head_index();
-            let n = match chain.writer(mem) {
-                Ok(mut w) => write_packet(&mut w, &h, &[]),
-                Err(_) => 0,
-            };
-            let _ = q.add_used(mem, head, n);
-            used = true;
+            }
+            break;
         }
         if used && q.needs_notification(mem).unwrap_or(true) {
             active.interrupt.trigger(INT_VRING);
@@ -655,7 +705,7 @@ impl VirtioDevice for Vsock {
     }
 
     fn features(&self) -> u64 {
-        0
+        VIRTIO_RING_F_EVENT_IDX
     }
 
     fn read_config(&self, offset: u64, data: &mut [u8]) {
@@ -671,9 +721,12 @@ impl VirtioDevice for Vsock {
         mem: GuestMemoryMmap,
         interrupt: Interrupt,
         queues: Vec<Queue>,
-        _acked: u64,
+        acked: u64,
     ) -> Result<(), ActivateError> {
-        let queues = expect_queues(queues, 3)?;
+        let mut queues = expect_queues(queues, 3)?;
+        for q in &mut queues {
+            q.set_event_idx(acked & VIRTIO_RING_F_EVENT_IDX != 0);
+        }
         self.active = Some(Active {
             mem,
             interrupt,
@@ -703,6 +756,89 @@ impl Drop for Vsock {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::devices::virtio::block::request::tests::W;
+    use virtio_queue::desc::{split::Descriptor as SplitDescriptor, RawDescriptor};
+    use virtio_queue::mock::MockSplitQueue;
+    use vm_memory::{Bytes, GuestAddress};
+
+    /// A queue over `mock`, its used ring moved to `used` (the mock's own
+    /// has no room for `avail_event`).
+    fn queue(mock: &MockSplitQueue<GuestMemoryMmap>, used: u32) -> Queue {
+        let mut q: Queue = mock.create_queue().unwrap();
+        q.set_used_ring_address(Some(used), Some(0));
+        q
+    }
+
+    fn desc(addr: u64, len: u32, flags: u16) -> RawDescriptor {
+        RawDescriptor::from(SplitDescriptor::new(addr, len, flags, 0))
+    }
+
+    fn u16_at(m: &GuestMemoryMmap, addr: u64) -> u16 {
+        m.read_obj(GuestAddress(addr)).unwrap()
+    }
+
+    #[test]
+    fn event_idx_rearms_kicks_on_both_queues() {
+        let m = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x10_0000)]).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut v = Vsock::new(&dir.path().join("v.sock")).unwrap();
+        let rxm = MockSplitQueue::create(&m, GuestAddress(0), 16);
+        let txm = MockSplitQueue::create(&m, GuestAddress(0x2000), 16);
+        let evm = MockSplitQueue::create(&m, GuestAddress(0x4000), 16);
+        let queues = vec![
+            queue(&rxm, 0x1000),
+            queue(&txm, 0x3000),
+            queue(&evm, 0x5000),
+        ];
+        let irq = EventFd::new(libc::EFD_NONBLOCK).unwrap();
+        v.activate(
+            m.clone(),
+            Interrupt::new(irq.try_clone().unwrap()),
+            queues,
+            VIRTIO_RING_F_EVENT_IDX,
+        )
+        .unwrap();
+        // Two connection requests to host ports nobody listens on: each
+        // is answered with an RST.
+        for i in 0..2u16 {
+            let h = Header {
+                src_cid: GUEST_CID,
+                dst_cid: HOST_CID,
+                src_port: 1000 + u32::from(i),
+                dst_port: 7777,
+                len: 0,
+                kind: TYPE_STREAM,
+                op: Op::Request,
+                flags: 0,
+                buf_alloc: 65536,
+                fwd_cnt: 0,
+            };
+            let addr = 0x8000 + u64::from(i) * 0x100;
+            m.write_slice(&h.to_bytes(), GuestAddress(addr)).unwrap();
+            txm.add_desc_chains(&[desc(addr, HDR_SIZE as u32, 0)], i)
+                .unwrap();
+        }
+        // Room for one reply only.
+        rxm.add_desc_chains(&[desc(0x10000, 4096, W)], 0).unwrap();
+        v.process_tx();
+        // used idx at +2, avail_event after 16 used entries at +4+128.
+        assert_eq!(u16_at(&m, 0x3002), 2, "both packets taken");
+        assert_eq!(u16_at(&m, 0x3084), 2, "TX kick wanted at the next entry");
+        assert_eq!(u16_at(&m, 0x1002), 1, "one reply delivered");
+        assert_eq!(
+            u16_at(&m, 0x1084),
+            1,
+            "an RST waits for a buffer: RX kick wanted at the next entry"
+        );
+        // The guest gives a buffer (and would kick): the second RST goes.
+        rxm.add_desc_chains(&[desc(0x11000, 4096, W)], 1).unwrap();
+        v.process_rx();
+        assert_eq!(u16_at(&m, 0x1002), 2);
+        let mut b = [0u8; HDR_SIZE];
+        m.read_slice(&mut b, GuestAddress(0x11000)).unwrap();
+        let rst = Header::parse(&b);
+        assert_eq!((rst.op, rst.dst_port, rst.src_port), (Op::Rst, 1001, 7777));
+    }
 
     #[test]
     fn connect_lines() {
