@@ -527,6 +527,32 @@ mod tests {
     }
 
     #[test]
+    fn vhost_ring_ioctls_only_on_vcpu_threads_of_a_vhost_vm() {
+        let ioctls = |kind, vhost| {
+            let mut r = rules(kind, 1, vhost).unwrap();
+            format!("{:?}", r.remove(&libc::SYS_ioctl).unwrap())
+        };
+        let show = |v: &[u64]| format!("{:?}", any_of(1, v).unwrap());
+        let base = [KVM_RUN, libc::TUNSETOFFLOAD];
+        let ring: Vec<u64> = VHOST_RING_IOCTLS.iter().map(|f| f()).collect();
+        let with: Vec<u64> = base.iter().chain(&ring).copied().collect();
+        assert_eq!(ioctls(ThreadKind::Vcpu, false), show(&base));
+        assert_eq!(ioctls(ThreadKind::Vcpu, true), show(&with));
+        assert_eq!(
+            ioctls(ThreadKind::Vmm, true),
+            ioctls(ThreadKind::Vmm, false)
+        );
+        // The owner and the memory table are set before the filters.
+        for later in [
+            vhost_ioctls::VHOST_SET_OWNER(),
+            vhost_ioctls::VHOST_RESET_OWNER(),
+            vhost_ioctls::VHOST_SET_MEM_TABLE(),
+        ] {
+            assert!(!ring.contains(&later));
+        }
+    }
+
+    #[test]
     fn lists_leave_out_what_a_compromised_vmm_wants() {
         for kind in [ThreadKind::Vcpu, ThreadKind::Vmm] {
             let r = rules(kind, 1, false).unwrap();

@@ -383,7 +383,10 @@ impl MmioTransport {
                         if !self.activation_failed {
                             // Once per device: a guest that keeps failing
                             // must not fill the log.
-                            eprintln!("cocoon-vmm: virtio device activation failed: {e}");
+                            eprintln!(
+                                "cocoon-vmm: virtio device (type {}) activation failed: {e}",
+                                self.device_type
+                            );
                             self.activation_failed = true;
                         }
                     }),

@@ -14,7 +14,7 @@ use vmm_sys_util::eventfd::EventFd;
 use super::request::{parse_tx, GsoType, TxFrame, VnetHdr, HDR_F_NEEDS_CSUM, MAX_RX_LEN};
 use super::rx::{Received, RxBuffers};
 use super::tap::{Tap, TapError, OFFLOAD_CSUM, OFFLOAD_TSO4, OFFLOAD_TSO6};
-use super::vhost::{VhostError, VhostNet};
+use super::vhost::VhostNet;
 use super::{MacAddr, MAX_FRAME_LEN, QUEUE_SIZE, VNET_HDR_LEN};
 use crate::devices::virtio::{
     expect_queues, read_config_bytes, ActivateError, Interrupt, VirtioDevice, INT_VRING,
@@ -68,9 +68,6 @@ pub enum NetError {
     /// eventfd creation failed.
     #[error("eventfd: {0}")]
     EventFd(io::Error),
-    /// vhost-net cannot be set up.
-    #[error(transparent)]
-    Vhost(#[from] VhostError),
 }
 
 /// Counters, for metrics.
@@ -532,17 +529,19 @@ impl VirtioDevice for Net {
                 .vhost
                 .as_mut()
                 .ok_or_else(|| ActivateError::Backend("vhost-net was not set up".into()))?;
-            vhost
-                .start(
-                    &mem,
-                    acked,
-                    &queues,
-                    &self.queue_evts,
-                    interrupt.irqfd(),
-                    self.tap.file(),
-                )
-                .map_err(|e| ActivateError::Backend(e.to_string()))?;
+            // Before the kernel can interrupt: no status read may miss it.
             interrupt.set_rings_elsewhere(true);
+            if let Err(e) = vhost.start(
+                &mem,
+                acked,
+                &queues,
+                &self.queue_evts,
+                interrupt.irqfd(),
+                self.tap.file(),
+            ) {
+                interrupt.set_rings_elsewhere(false);
+                return Err(ActivateError::Backend(e.to_string()));
+            }
             self.vhost_interrupt = Some(interrupt);
             return Ok(());
         }

@@ -131,11 +131,6 @@ impl VhostNet {
         })
     }
 
-    /// Whether the kernel is moving frames.
-    pub fn running(&self) -> bool {
-        self.running
-    }
-
     /// Hands the rings to the kernel: `queues[i]` notified through
     /// `kicks[i]`, interrupts through `call`, frames through `tap`. On an
     /// error nothing is left running.
@@ -200,8 +195,9 @@ impl VhostNet {
             k.set_backend(i, Some(tap))
                 .map_err(err("VHOST_NET_SET_BACKEND"))?;
         }
-        // Kicks the driver sent before the kernel was listening may have
-        // been taken by the event loop: look at both rings once.
+        // The driver may have queued buffers (and kicked) before the
+        // kernel listened, and on a re-activation the kick eventfds are the
+        // same ones as before: make the kernel look at both rings once.
         for kick in kicks {
             let _ = kick.write(1);
         }
@@ -216,8 +212,10 @@ impl VhostNet {
             return;
         }
         for i in 0..2 {
+            // Detaching the TAP stops the kernel's work on the ring (and
+            // waits for what is in flight).
             let _ = self.kernel.set_backend(i, None);
-            // Stops the ring and returns where it was.
+            // Where the ring was; asked as QEMU does, not needed here.
             let _ = self.kernel.get_vring_base(i);
         }
         self.running = false;

@@ -93,6 +93,9 @@ pub struct Vsock {
 /// replies are dropped (the guest only hurts its own connections).
 const MAX_CONTROL: usize = 4096;
 
+/// Receive buffers filled per call before other events get their turn.
+const RX_BUDGET: usize = QUEUE_SIZE as usize;
+
 /// Tokens below this identify the queues and the listener.
 pub const FIRST_CONN_TOKEN: u32 = 16;
 /// Token of the listener.
@@ -265,6 +268,8 @@ impl Vsock {
                         None => self.malformed_packets += 1,
                     }
                     if q.add_used(mem, head, 0).is_err() {
+                        // Kicks back on, so the queue is not left deaf.
+                        let _ = q.enable_notification(mem);
                         break 'drain;
                     }
                     used = true;
@@ -536,11 +541,20 @@ impl Vsock {
         let mut buf = vec![0u8; MAX_PAYLOAD as usize];
         let mut rewatch = Vec::new();
         let mut closing = Vec::new();
-        let mut rounds = 0;
+        // Buffers taken in this call, rounds that found none although the
+        // ring said there were more, and whether the budget ran out.
+        let mut taken = 0usize;
+        let mut idle_rounds = 0;
+        let mut out_of_budget = false;
         'rounds: loop {
             // Set when there is something to send but no buffer for it.
             let mut starved = false;
+            let taken_before = taken;
             loop {
+                if taken >= RX_BUDGET {
+                    out_of_budget = true;
+                    break;
+                }
                 // Pick what to send before taking a buffer.
                 let next = if let Some(h) = self.control.pop_front() {
                     Some((h, 0usize))
@@ -571,6 +585,7 @@ impl Vsock {
                                 starved = true;
                                 break;
                             };
+                            taken += 1;
                             let head = chain.head_index();
                             let Ok(mut w) = chain.writer(mem) else {
                                 let _ = q.add_used(mem, head, 0);
@@ -636,6 +651,7 @@ impl Vsock {
                     starved = true;
                     break;
                 };
+                taken += 1;
                 let head = chain.head_index();
                 let n = match chain.writer(mem) {
                     Ok(mut w) => write_packet(&mut w, &h, &[]),
@@ -645,13 +661,16 @@ impl Vsock {
                 used = true;
             }
             // Out of buffers: ask for a kick when the guest gives more
-            // (with EVENT_IDX, `avail_event` moves to the next entry), then
-            // look once more for buffers given in between. A second empty
-            // look means the avail index lies: wait for the kick.
-            rounds += 1;
+            // (with EVENT_IDX, `avail_event` moves to the next entry), and
+            // go on while buffers were given in between. Two rounds that
+            // found none although the ring said so mean the avail index
+            // lies: wait for the kick.
             if starved {
                 let more = q.enable_notification(mem).unwrap_or(false);
-                if more && rounds < 2 {
+                if taken == taken_before {
+                    idle_rounds += 1;
+                }
+                if more && idle_rounds < 2 {
                     continue 'rounds;
                 }
             }
@@ -659,6 +678,10 @@ impl Vsock {
         }
         if used && q.needs_notification(mem).unwrap_or(true) {
             active.interrupt.trigger(INT_VRING);
+        }
+        if out_of_budget {
+            // Come back after other events.
+            let _ = self.queue_evts[RX].write(1);
         }
         for key in rewatch {
             self.rewatch(key);
