@@ -766,8 +766,7 @@ impl Container {
         &self,
         conn: &Arc<Conn>,
         exec_id: &str,
-        stdout: Option<u32>,
-        stderr: Option<u32>,
+        streams: [(Option<u32>, Option<u64>); 2],
     ) -> Result<(), ErrorBody> {
         let e = self.exec_of(exec_id)?;
         if e.relays.iter().all(Option::is_none) {
@@ -776,9 +775,9 @@ impl Container {
                 format!("exec {exec_id:?} was not started with keep_output"),
             ));
         }
-        for (relay, stream) in e.relays.iter().zip([stdout, stderr]) {
+        for (relay, (stream, from)) in e.relays.iter().zip(streams) {
             if let (Some(r), Some(s)) = (relay, stream) {
-                r.attach(conn, s)?;
+                r.attach(conn, s, from)?;
             }
         }
         Ok(())

@@ -5,6 +5,12 @@
 //! last [`KEPT_OUTPUT`] bytes (dropping older ones, so the process never
 //! blocks). A new connection takes the output over with `Attach`; what was
 //! kept goes first.
+//!
+//! Bytes sent are not known to be stored: they may be lost with the
+//! connection (in the guest's socket, the VMM, or a daemon that stopped
+//! before writing them). So the relay also keeps the last [`KEPT_OUTPUT`]
+//! bytes it sent and counts every byte sent; an `Attach` that says how many
+//! bytes the host has stored gets what was sent past that again first.
 
 use std::collections::VecDeque;
 use std::fs::File;
@@ -87,9 +93,32 @@ impl Kept {
     }
 
     /// Bytes held.
-    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.len
+    }
+
+    /// Takes the newest `n` bytes (all if fewer), oldest first.
+    pub fn take_newest(&mut self, n: usize) -> Vec<Bytes> {
+        let mut out = Vec::new();
+        let mut left = n.min(self.len);
+        while left > 0 {
+            let Some(back) = self.chunks.back_mut() else {
+                break;
+            };
+            let b = if back.len() <= left {
+                match self.chunks.pop_back() {
+                    Some(b) => b,
+                    None => break,
+                }
+            } else {
+                back.split_off(back.len() - left)
+            };
+            left -= b.len();
+            self.len -= b.len();
+            out.push(b);
+        }
+        out.reverse();
+        out
     }
 
     /// Bytes dropped because the cap was reached.
@@ -101,8 +130,26 @@ impl Kept {
 struct Target {
     /// The connection and stream the output goes to.
     to: Option<(Arc<Conn>, u32)>,
+    /// Bytes the newly attached host has stored (taken by the relay thread).
+    resume: Option<u64>,
     /// Everything was delivered: the relay is gone.
     finished: bool,
+}
+
+/// Moves what was sent past `from` (as far as `sent` still holds it) back
+/// in front of `kept` to be sent again, and winds `sent_total` back to
+/// where that starts. Returns the bytes past `from` no longer held (lost).
+/// A `from` past what was sent means nothing is sent again.
+pub fn rewind(kept: &mut Kept, sent: &mut Kept, sent_total: &mut u64, from: u64) -> u64 {
+    let from = from.min(*sent_total);
+    let oldest = *sent_total - sent.len() as u64;
+    let start = from.max(oldest);
+    let again = sent.take_newest((*sent_total - start) as usize);
+    for b in again.into_iter().rev() {
+        kept.unget(b);
+    }
+    *sent_total = start;
+    start - from
 }
 
 /// One output stream of a `keep_output` process.
@@ -124,6 +171,7 @@ impl Relay {
         let relay = Arc::new(Relay {
             target: Mutex::new(Target {
                 to,
+                resume: None,
                 finished: false,
             }),
             attached: Condvar::new(),
@@ -133,8 +181,14 @@ impl Relay {
         relay
     }
 
-    /// Sends the output to `stream` of `conn` from now on.
-    pub fn attach(&self, conn: &Arc<Conn>, stream: u32) -> Result<(), ErrorBody> {
+    /// Sends the output to `stream` of `conn` from now on, starting again
+    /// after the first `from` bytes sent when the host says it has those.
+    pub fn attach(
+        &self,
+        conn: &Arc<Conn>,
+        stream: u32,
+        from: Option<u64>,
+    ) -> Result<(), ErrorBody> {
         let mut t = lock(&self.target);
         if t.finished {
             return Err(ErrorBody::new(
@@ -157,6 +211,7 @@ impl Relay {
             ));
         }
         t.to = Some((conn.clone(), stream));
+        t.resume = from;
         drop(t);
         self.attached.notify_all();
         Ok(())
@@ -164,6 +219,15 @@ impl Relay {
 
     fn current(&self) -> Option<(Arc<Conn>, u32)> {
         lock(&self.target).to.clone()
+    }
+
+    /// The target, and (once) where a newly attached host wants the output
+    /// from: taken together, so nothing is sent to the new host before the
+    /// rewind.
+    fn current_and_resume(&self) -> Option<(Arc<Conn>, u32, Option<u64>)> {
+        let mut t = lock(&self.target);
+        let resume = t.resume.take();
+        t.to.clone().map(|(c, s)| (c, s, resume))
     }
 
     /// Forgets `conn` (if it is still the target).
@@ -179,6 +243,9 @@ impl Relay {
     fn run(self: Arc<Self>, src: File) {
         let mut src = Some(src);
         let mut kept = Kept::new(KEPT_OUTPUT);
+        // The last bytes sent, and how many were sent in all.
+        let mut sent = Kept::new(KEPT_OUTPUT);
+        let mut sent_total = 0u64;
         let mut buf = vec![0u8; CHUNK];
         let mut reported = 0;
         loop {
@@ -189,7 +256,7 @@ impl Relay {
                 ));
                 reported = kept.dropped();
             }
-            let Some((conn, stream)) = self.current() else {
+            let Some((conn, stream, resume)) = self.current_and_resume() else {
                 // No host: keep reading so the process never blocks.
                 match src.as_mut() {
                     Some(f) => match read_ready(f, &mut buf) {
@@ -206,6 +273,14 @@ impl Relay {
                 }
                 continue;
             };
+            if let Some(from) = resume {
+                let lost = rewind(&mut kept, &mut sent, &mut sent_total, from);
+                if lost > 0 {
+                    crate::log(&format!(
+                        "relay: {lost} bytes sent to a host that lost them are no longer kept"
+                    ));
+                }
+            }
             let credit = match conn.wait_credit(stream, TICK) {
                 Credit::Bytes(n) => n.min(CHUNK),
                 Credit::Closed => {
@@ -216,7 +291,10 @@ impl Relay {
             };
             // What was kept goes first.
             if let Some(b) = kept.take(credit) {
-                if !conn.send_data(stream, b.clone()) {
+                if conn.send_data(stream, b.clone()) {
+                    sent_total += b.len() as u64;
+                    sent.push(b);
+                } else {
                     kept.unget(b);
                     self.detach(&conn, stream);
                 }
@@ -234,7 +312,10 @@ impl Relay {
             match read_ready(f, &mut buf[..credit]) {
                 Got::Data(n) => {
                     let b = Bytes::copy_from_slice(&buf[..n]);
-                    if !conn.send_data(stream, b.clone()) {
+                    if conn.send_data(stream, b.clone()) {
+                        sent_total += n as u64;
+                        sent.push(b);
+                    } else {
                         kept.push(b);
                         self.detach(&conn, stream);
                     }
@@ -295,5 +376,60 @@ mod tests {
         let b = k.take(4).unwrap_or_default();
         k.unget(b);
         assert_eq!(k.len(), 10);
+    }
+
+    fn drain(k: &mut Kept) -> Vec<u8> {
+        let mut out = Vec::new();
+        while let Some(b) = k.take(usize::MAX) {
+            out.extend_from_slice(&b);
+        }
+        out
+    }
+
+    #[test]
+    fn newest_bytes_come_off_the_back_in_order() {
+        let mut k = Kept::new(100);
+        k.push(Bytes::from_static(b"0123"));
+        k.push(Bytes::from_static(b"4567"));
+        let t: Vec<u8> = k.take_newest(6).concat();
+        assert_eq!(t, b"234567");
+        assert_eq!(drain(&mut k), b"01");
+        k.push(Bytes::from_static(b"ab"));
+        assert_eq!(k.take_newest(9).concat(), b"ab");
+        assert_eq!(k.len(), 0);
+    }
+
+    #[test]
+    fn rewind_sends_again_what_the_host_did_not_store() {
+        // 10 bytes sent in all, the last 6 still held; "xy" not sent yet.
+        let mut sent = Kept::new(6);
+        sent.push(Bytes::from_static(b"0123456789"));
+        let mut kept = Kept::new(100);
+        kept.push(Bytes::from_static(b"xy"));
+        let mut total = 10;
+        // The host stored 7: "789" again, then "xy".
+        assert_eq!(rewind(&mut kept, &mut sent, &mut total, 7), 0);
+        assert_eq!(total, 7);
+        assert_eq!(sent.len(), 3);
+        assert_eq!(drain(&mut kept), b"789xy");
+
+        // The host stored 1: only the 6 still held come again, 3 are lost.
+        let mut sent = Kept::new(6);
+        sent.push(Bytes::from_static(b"0123456789"));
+        let mut kept = Kept::new(100);
+        let mut total = 10;
+        assert_eq!(rewind(&mut kept, &mut sent, &mut total, 1), 3);
+        assert_eq!(total, 4);
+        assert_eq!(drain(&mut kept), b"456789");
+
+        // The host has everything, or claims more than was sent.
+        for from in [10, 1 << 40] {
+            let mut sent = Kept::new(6);
+            sent.push(Bytes::from_static(b"0123456789"));
+            let mut kept = Kept::new(100);
+            let mut total = 10;
+            assert_eq!(rewind(&mut kept, &mut sent, &mut total, from), 0);
+            assert_eq!((total, kept.len(), sent.len()), (10, 0, 6));
+        }
     }
 }

@@ -181,12 +181,17 @@ fn dispatch(conn: &Arc<Conn>, id: u32, request: Request) {
             exec_id,
             stdout,
             stderr,
+            stdout_from,
+            stderr_from,
         } => conn.respond(
             id,
-            done(
-                container::get(&container_id)
-                    .and_then(|c| c.attach(conn, &exec_id, stdout, stderr)),
-            ),
+            done(container::get(&container_id).and_then(|c| {
+                c.attach(
+                    conn,
+                    &exec_id,
+                    [(stdout, stdout_from), (stderr, stderr_from)],
+                )
+            })),
         ),
         Request::Stat { container_id, path } => conn.respond(
             id,

@@ -136,6 +136,13 @@ pub enum Request {
     /// went away). What was kept is sent first. Answered with
     /// [`Response::Done`]; `AlreadyExists` while another live connection
     /// holds the output.
+    ///
+    /// `stdout_from`/`stderr_from` say how many bytes of that stream the
+    /// host has stored (counted from the process's start, over every
+    /// connection): what was sent past that, and may have been lost with
+    /// the old connection, is sent again first, as far as the agent still
+    /// has it (the last [`KEPT_OUTPUT`] bytes sent). Without them the
+    /// output goes on from the first byte never sent.
     Attach {
         /// Container of the process.
         container_id: String,
@@ -147,6 +154,12 @@ pub enum Request {
         /// Stream for its stderr.
         #[serde(default)]
         stderr: Option<u32>,
+        /// Bytes of stdout the host has.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        stdout_from: Option<u64>,
+        /// Bytes of stderr the host has.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        stderr_from: Option<u64>,
     },
     /// Set a process's terminal size. Answered with [`Response::Done`].
     ResizeTty {
@@ -556,6 +569,8 @@ mod tests {
                 exec_id: "e1".into(),
                 stdout: Some(6),
                 stderr: None,
+                stdout_from: Some(1 << 40),
+                stderr_from: None,
             },
             Request::ResizeTty {
                 container_id: "c1".into(),

@@ -690,6 +690,19 @@ fn init_output_survives_a_daemon_restart() {
         numbers, want,
         "lines lost or repeated across the restart\n{logs}"
     );
+    // A daemon killed outright loses what it had received but not yet
+    // written; the agent sends it again from the log's byte count.
+    d.kill();
+    std::thread::sleep(Duration::from_secs(1));
+    d.spawn();
+    let last_before = *numbers.last().unwrap();
+    let logs = wait_for(&d, last_before + 10);
+    let numbers = line_numbers(&logs);
+    let want: Vec<u64> = (0..=*numbers.last().unwrap()).collect();
+    assert_eq!(
+        numbers, want,
+        "lines lost or repeated across a SIGKILL\n{logs}"
+    );
     assert!(!logs.contains("broken"), "{logs}");
     assert_eq!(d.inspect(&id)["state"], "running");
     d.ok(&["rm", "-f", &id]);

@@ -675,12 +675,15 @@ impl AgentClient {
     /// Takes over the output of a process started with
     /// [`Stdio::keep_output`] by an earlier connection: returns its stdout
     /// and stderr streams (as asked in `stdio`), starting with what the
-    /// agent kept meanwhile.
+    /// agent kept meanwhile. `stored` is how many bytes of stdout and
+    /// stderr the caller already has (when it knows): what the agent sent
+    /// past that is sent again first.
     pub async fn attach(
         &self,
         container_id: &str,
         exec_id: &str,
         stdio: Stdio,
+        stored: Option<[u64; 2]>,
     ) -> Result<(Option<OutputStream>, Option<OutputStream>)> {
         let (stdout, stderr) = self.open_outputs(stdio)?;
         let r = self
@@ -689,6 +692,8 @@ impl AgentClient {
                 exec_id: exec_id.to_string(),
                 stdout: stdout.as_ref().map(OutputStream::id),
                 stderr: stderr.as_ref().map(OutputStream::id),
+                stdout_from: stored.map(|s| s[0]),
+                stderr_from: stored.map(|s| s[1]),
             })
             .await?;
         expect(r, "attach", |r| matches!(r, Response::Done))?;

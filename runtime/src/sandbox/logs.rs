@@ -112,6 +112,39 @@ impl LogWriter {
     }
 }
 
+/// Bytes of stdout and stderr a log holds, after cutting off a torn last
+/// record (a daemon killed mid-write) so that appends go on from a whole
+/// one. Only headers are read. A missing file holds nothing.
+pub fn stored_bytes(path: &Path) -> io::Result<[u64; 2]> {
+    let f = match OpenOptions::new().read(true).write(true).open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok([0, 0]),
+        Err(e) => return Err(e),
+    };
+    let size = f.metadata()?.len();
+    let mut totals = [0u64; 2];
+    let mut pos = 0u64;
+    let mut header = [0u8; HEADER];
+    while pos + HEADER as u64 <= size {
+        f.read_exact_at(&mut header, pos)?;
+        let len = u64::from(u32::from_be_bytes([
+            header[1], header[2], header[3], header[4],
+        ]));
+        let Some(stream) = LogStream::from_tag(header[0]) else {
+            break;
+        };
+        if pos + HEADER as u64 + len > size {
+            break;
+        }
+        totals[usize::from(stream == LogStream::Stderr)] += len;
+        pos += HEADER as u64 + len;
+    }
+    if pos < size {
+        f.set_len(pos)?;
+    }
+    Ok(totals)
+}
+
 /// Reads a log, keeping the streams in `want` (both when `None`), as the
 /// concatenation of their bytes. A missing file is an empty log.
 pub fn read_log(path: &Path, want: Option<LogStream>) -> io::Result<Vec<u8>> {
@@ -247,6 +280,33 @@ fn whole_records_end(f: &File) -> io::Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stored_bytes_count_each_stream_and_cut_a_torn_record() -> io::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("log");
+        assert_eq!(stored_bytes(&path)?, [0, 0]);
+        let w = LogWriter::open(&path)?;
+        w.append(LogStream::Stdout, b"one\n")?;
+        w.append(LogStream::Stderr, b"e\n")?;
+        w.append(LogStream::Stdout, b"two\n")?;
+        drop(w);
+        let whole = std::fs::metadata(&path)?.len();
+        assert_eq!(stored_bytes(&path)?, [8, 2]);
+        // A record cut short by a crash: header and part of its bytes.
+        let mut f = OpenOptions::new().append(true).open(&path)?;
+        f.write_all(&[1, 0, 0, 0, 9, b'x', b'y'])?;
+        drop(f);
+        assert_eq!(stored_bytes(&path)?, [8, 2]);
+        assert_eq!(std::fs::metadata(&path)?.len(), whole);
+        let w = LogWriter::open(&path)?;
+        w.append(LogStream::Stdout, b"three\n")?;
+        assert_eq!(
+            read_log(&path, Some(LogStream::Stdout))?,
+            b"one\ntwo\nthree\n"
+        );
+        Ok(())
+    }
 
     #[test]
     fn streams_interleave_and_filter() -> io::Result<()> {

@@ -38,7 +38,7 @@ use tracing::Instrument;
 
 use super::db::{Db, DbError};
 use super::files::{self, FileError, FileErrorKind};
-use super::logs::{read_log, LogReader, LogStream, LogWriter};
+use super::logs::{self, read_log, LogReader, LogStream, LogWriter};
 use super::pool::{Pool as WarmPool, PoolStats, WarmKey};
 use super::record::{now_rfc3339, ExitInfo, SandboxRecord, SandboxState, VmmIdentity};
 use super::spec::{
@@ -1451,7 +1451,17 @@ impl Inner {
                             stderr: !slot.record().spec.tty,
                             ..Stdio::output()
                         };
-                        let pumps = match client.attach(CONTAINER_ID, INIT_EXEC_ID, outputs).await {
+                        // What the log holds: output sent past it (lost
+                        // with the old daemon) comes again.
+                        let stored = match logs::stored_bytes(&slot.init_log()) {
+                            Ok(s) => Some(s),
+                            Err(e) => {
+                                span.in_scope(|| tracing::warn!("init log: {e}"));
+                                None
+                            }
+                        };
+                        let attached = client.attach(CONTAINER_ID, INIT_EXEC_ID, outputs, stored);
+                        let pumps = match attached.await {
                             Ok((out, err)) => log_pumps(&slot, out, err).unwrap_or_else(|e| {
                                 span.in_scope(|| tracing::warn!("init log: {e}"));
                                 Vec::new()
