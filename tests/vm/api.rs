@@ -677,33 +677,31 @@ fn init_output_survives_a_daemon_restart() {
             std::thread::sleep(Duration::from_millis(200));
         }
     };
-    let before = line_numbers(&wait_for(&d, 3));
+    // Waits for `more` lines past the last one so far; every line from
+    // line0 on must be there once.
+    let continues = |d: &Daemon, last: u64, more: u64, across: &str| {
+        let logs = wait_for(d, last + more);
+        let numbers = line_numbers(&logs);
+        let want: Vec<u64> = (0..=*numbers.last().unwrap()).collect();
+        assert_eq!(
+            numbers, want,
+            "lines lost or repeated across {across}\n{logs}"
+        );
+        assert!(!logs.contains("broken"), "{logs}");
+        *numbers.last().unwrap()
+    };
+    let last = *line_numbers(&wait_for(&d, 3)).last().unwrap();
     d.stop();
     // Output written while no daemon is connected is kept by the agent.
     std::thread::sleep(Duration::from_secs(3));
     d.spawn();
-    let last_before = *before.last().unwrap();
-    let logs = wait_for(&d, last_before + 20);
-    let numbers = line_numbers(&logs);
-    let want: Vec<u64> = (0..=*numbers.last().unwrap()).collect();
-    assert_eq!(
-        numbers, want,
-        "lines lost or repeated across the restart\n{logs}"
-    );
+    let last = continues(&d, last, 20, "the restart");
     // A daemon killed outright loses what it had received but not yet
     // written; the agent sends it again from the log's byte count.
     d.kill();
     std::thread::sleep(Duration::from_secs(1));
     d.spawn();
-    let last_before = *numbers.last().unwrap();
-    let logs = wait_for(&d, last_before + 10);
-    let numbers = line_numbers(&logs);
-    let want: Vec<u64> = (0..=*numbers.last().unwrap()).collect();
-    assert_eq!(
-        numbers, want,
-        "lines lost or repeated across a SIGKILL\n{logs}"
-    );
-    assert!(!logs.contains("broken"), "{logs}");
+    continues(&d, last, 10, "a SIGKILL");
     assert_eq!(d.inspect(&id)["state"], "running");
     d.ok(&["rm", "-f", &id]);
     d.assert_nothing_left();

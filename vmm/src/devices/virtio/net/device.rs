@@ -14,7 +14,7 @@ use vmm_sys_util::eventfd::EventFd;
 use super::request::{parse_tx, GsoType, TxFrame, VnetHdr, HDR_F_NEEDS_CSUM, MAX_RX_LEN};
 use super::rx::{Received, RxBuffers};
 use super::tap::{Tap, TapError, OFFLOAD_CSUM, OFFLOAD_TSO4, OFFLOAD_TSO6};
-use super::vhost::VhostNet;
+use super::vhost::{Rings, VhostNet};
 use super::{MacAddr, MAX_FRAME_LEN, QUEUE_SIZE, VNET_HDR_LEN};
 use crate::devices::virtio::{
     expect_queues, read_config_bytes, ActivateError, Interrupt, VirtioDevice, INT_VRING,
@@ -531,14 +531,14 @@ impl VirtioDevice for Net {
                 .ok_or_else(|| ActivateError::Backend("vhost-net was not set up".into()))?;
             // Before the kernel can interrupt: no status read may miss it.
             interrupt.set_rings_elsewhere(true);
-            if let Err(e) = vhost.start(
-                &mem,
+            let rings = Rings {
                 acked,
-                &queues,
-                &self.queue_evts,
-                interrupt.irqfd(),
-                self.tap.file(),
-            ) {
+                queues: &queues,
+                kicks: &self.queue_evts,
+                call: interrupt.irqfd(),
+                tap: self.tap.file(),
+            };
+            if let Err(e) = vhost.start(&mem, &rings) {
                 interrupt.set_rings_elsewhere(false);
                 return Err(ActivateError::Backend(e.to_string()));
             }

@@ -86,6 +86,20 @@ pub fn check_rings(mem: &GuestMemoryMmap, index: usize, queue: &Queue) -> Result
     Ok(())
 }
 
+/// What the kernel is given when the driver activates the device.
+pub struct Rings<'a> {
+    /// The features the driver acked.
+    pub acked: u64,
+    /// The RX and TX queues as the driver set them up.
+    pub queues: &'a [Queue],
+    /// Each queue's notification eventfd (KVM's ioeventfd).
+    pub kicks: &'a [EventFd],
+    /// The device's irqfd.
+    pub call: &'a EventFd,
+    /// The TAP the frames go through.
+    pub tap: &'a File,
+}
+
 /// A vhost-net instance owned by this process, with the guest's memory
 /// table loaded. Dropping it closes the device, which stops the kernel's
 /// worker (no ioctl: the event-loop thread that drops it at teardown may
@@ -131,45 +145,29 @@ impl VhostNet {
         })
     }
 
-    /// Hands the rings to the kernel: `queues[i]` notified through
-    /// `kicks[i]`, interrupts through `call`, frames through `tap`. On an
-    /// error nothing is left running.
-    pub fn start(
-        &mut self,
-        mem: &GuestMemoryMmap,
-        acked: u64,
-        queues: &[Queue],
-        kicks: &[EventFd],
-        call: &EventFd,
-        tap: &File,
-    ) -> Result<(), VhostError> {
-        let missing = acked & RING_FEATURES & !self.supported;
+    /// Hands the rings to the kernel, checked against `mem`. On an error
+    /// nothing is left running.
+    pub fn start(&mut self, mem: &GuestMemoryMmap, r: &Rings<'_>) -> Result<(), VhostError> {
+        let missing = r.acked & RING_FEATURES & !self.supported;
         if missing != 0 {
             return Err(VhostError::Features(missing));
         }
-        for (i, q) in queues.iter().enumerate() {
+        for (i, q) in r.queues.iter().enumerate() {
             check_rings(mem, i, q)?;
         }
-        let result = self.start_rings(acked, queues, kicks, call, tap);
+        let result = self.start_rings(r);
         if result.is_err() {
             self.stop();
         }
         result
     }
 
-    fn start_rings(
-        &mut self,
-        acked: u64,
-        queues: &[Queue],
-        kicks: &[EventFd],
-        call: &EventFd,
-        tap: &File,
-    ) -> Result<(), VhostError> {
+    fn start_rings(&mut self, r: &Rings<'_>) -> Result<(), VhostError> {
         let k = &self.kernel;
         let err = |what| move |e| VhostError::Kernel(what, e);
-        k.set_features(acked & self.supported)
+        k.set_features(r.acked & self.supported)
             .map_err(err("VHOST_SET_FEATURES"))?;
-        for (i, (q, kick)) in queues.iter().zip(kicks).enumerate() {
+        for (i, (q, kick)) in r.queues.iter().zip(r.kicks).enumerate() {
             k.set_vring_num(i, q.size())
                 .map_err(err("VHOST_SET_VRING_NUM"))?;
             let ring = VringConfigData {
@@ -185,20 +183,20 @@ impl VhostNet {
                 .map_err(err("VHOST_SET_VRING_ADDR"))?;
             k.set_vring_base(i, q.next_avail())
                 .map_err(err("VHOST_SET_VRING_BASE"))?;
-            k.set_vring_call(i, call)
+            k.set_vring_call(i, r.call)
                 .map_err(err("VHOST_SET_VRING_CALL"))?;
             k.set_vring_kick(i, kick)
                 .map_err(err("VHOST_SET_VRING_KICK"))?;
         }
         self.running = true;
-        for i in 0..queues.len() {
-            k.set_backend(i, Some(tap))
+        for i in 0..r.queues.len() {
+            k.set_backend(i, Some(r.tap))
                 .map_err(err("VHOST_NET_SET_BACKEND"))?;
         }
         // The driver may have queued buffers (and kicked) before the
         // kernel listened, and on a re-activation the kick eventfds are the
         // same ones as before: make the kernel look at both rings once.
-        for kick in kicks {
+        for kick in r.kicks {
             let _ = kick.write(1);
         }
         Ok(())
