@@ -13,7 +13,10 @@ pub use device::{Block, BlockConfig, BlockError};
 pub const SECTOR_SIZE: u64 = 512;
 /// Descriptors per queue.
 pub const QUEUE_SIZE: u16 = 256;
-/// Data segments per request we accept (advertised as seg_max).
-pub const SEG_MAX: u32 = 128;
+/// Data segments per request we accept (advertised as seg_max): as many as
+/// a chain of header, segments and status can have in the ring (no
+/// indirect descriptors), so the guest sends a 1 MiB request of 4 KiB
+/// pages as one request rather than two.
+pub const SEG_MAX: u32 = QUEUE_SIZE as u32 - 2;
 /// Length of a drive id (VIRTIO_BLK_ID_BYTES).
 pub const ID_BYTES: usize = 20;

@@ -458,7 +458,7 @@ pub(crate) mod tests {
     fn too_many_segments_are_refused() {
         let m = mem();
         header(&m, T_IN, 0);
-        let q = MockSplitQueue::new(&m, 256);
+        let q = MockSplitQueue::new(&m, 512);
         let mut descs = vec![desc(HDR, 16, 0)];
         descs.extend((0..SEG_MAX as u64 + 1).map(|i| desc(DATA + i * 512, 512, W)));
         descs.push(desc(STATUS, 1, W));
