@@ -375,6 +375,20 @@ fn vsock_send(port: u32, seed: u64, mib: u64) -> std::io::Result<String> {
     ))
 }
 
+/// Unbinds the virtio-net driver from its device and binds it again: the
+/// device is reset and activated a second time.
+fn net_rebind() -> std::io::Result<String> {
+    let drv = "/sys/bus/virtio/drivers/virtio_net";
+    let dev = std::fs::read_dir(drv)?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .find(|n| n.starts_with("virtio"))
+        .ok_or_else(|| std::io::Error::other("no device bound to virtio_net"))?;
+    std::fs::write(format!("{drv}/unbind"), &dev)?;
+    std::fs::write(format!("{drv}/bind"), &dev)?;
+    Ok(format!("net-rebind dev={dev}"))
+}
+
 /// Addresses eth0 with `ip/prefix` and brings it up (SIOCSIFADDR,
 /// SIOCSIFNETMASK, SIOCSIFFLAGS), then reports its MAC.
 fn net_up(spec: &str) -> std::io::Result<String> {
@@ -554,6 +568,7 @@ fn step(s: &str) {
             _ => format!("bad step {s}"),
         },
         ["net-up", spec] => net_up(spec).unwrap_or_else(|e| format!("net-up error={e}")),
+        ["net-rebind"] => net_rebind().unwrap_or_else(|e| format!("net-rebind error={e}")),
         ["tcp-send", ip, port, seed, mib] => match (port.parse(), seed.parse(), mib.parse()) {
             (Ok(port), Ok(seed), Ok(mib)) => {
                 tcp_send(ip, port, seed, mib).unwrap_or_else(|e| format!("tcp-send error={e}"))
