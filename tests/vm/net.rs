@@ -193,33 +193,13 @@ fn net_vhost_survives_a_driver_rebind() {
     // The guest resets the device (unbind) and activates it again (bind):
     // the rings are stopped and handed to the kernel a second time, both
     // on a vCPU thread under seccomp, and data still flows.
-    let ns = NetNs::new("rebind");
-    let server = ns.serve(5203, |mut s| {
-        let mut p = Pattern::new(11);
-        let mut buf = vec![0u8; MIB as usize];
-        for _ in 0..16 {
-            p.fill(&mut buf);
-            s.write_all(&buf).unwrap();
-        }
-        s.shutdown(std::net::Shutdown::Write).unwrap();
-    });
-    let run = ns.boot(
-        &format!("net-up:{GUEST_NET},net-rebind,net-up:{GUEST_NET},tcp-recv:{HOST_IP}:5203"),
-        true,
-    );
-    server.join().unwrap();
+    let steps = format!("net-up:{GUEST_NET},net-rebind,net-up:{GUEST_NET}");
+    let run = host_to_guest_after("rebind", 5203, &steps, true, 11, 16);
     let rebind = result_line(&run, "net-rebind");
     assert!(
         rebind.starts_with("net-rebind dev=virtio"),
         "{}",
         run.dump()
-    );
-    let line = result_line(&run, "tcp-recv");
-    assert_eq!(field(line, "bytes"), (16 * MIB).to_string(), "{line}");
-    assert_eq!(
-        field(line, "sum"),
-        format!("{:016x}", pattern_checksum(11, 16 * MIB)),
-        "{line}"
     );
 }
 
@@ -254,28 +234,40 @@ fn guest_to_host(vhost: bool) {
 }
 
 fn host_to_guest(vhost: bool) {
-    let ns = NetNs::new("h2g");
-    let server = ns.serve(5202, |mut s| {
-        let mut p = Pattern::new(9);
+    let run = host_to_guest_after("h2g", 5202, &format!("net-up:{GUEST_NET}"), vhost, 9, 64);
+    println!("{}", result_line(&run, "net-up"));
+}
+
+/// Sends `mib` MiB of pattern `seed` from the host to the guest's
+/// `tcp-recv`, which runs after the guest's `steps` (ending with eth0 up),
+/// checks what arrived, and returns the run.
+fn host_to_guest_after(
+    tag: &str,
+    port: u16,
+    steps: &str,
+    vhost: bool,
+    seed: u64,
+    mib: u64,
+) -> VmmRun {
+    let ns = NetNs::new(tag);
+    let server = ns.serve(port, move |mut s| {
+        let mut p = Pattern::new(seed);
         let mut buf = vec![0u8; MIB as usize];
-        for _ in 0..64 {
+        for _ in 0..mib {
             p.fill(&mut buf);
             s.write_all(&buf).unwrap();
         }
         s.shutdown(std::net::Shutdown::Write).unwrap();
     });
-    let run = ns.boot(
-        &format!("net-up:{GUEST_NET},tcp-recv:{HOST_IP}:5202"),
-        vhost,
-    );
+    let run = ns.boot(&format!("{steps},tcp-recv:{HOST_IP}:{port}"), vhost);
     server.join().unwrap();
-    let up = result_line(&run, "net-up");
     let line = result_line(&run, "tcp-recv");
-    println!("host->guest: {line}\n{up}");
-    assert_eq!(field(line, "bytes"), (64 * MIB).to_string(), "{line}");
+    println!("host->guest: {line}");
+    assert_eq!(field(line, "bytes"), (mib * MIB).to_string(), "{line}");
     assert_eq!(
         field(line, "sum"),
-        format!("{:016x}", pattern_checksum(9, 64 * MIB)),
+        format!("{:016x}", pattern_checksum(seed, mib * MIB)),
         "{line}"
     );
+    run
 }
