@@ -101,14 +101,17 @@ enum NetVhost {
     Off,
 }
 
-/// Whether networked sandboxes get vhost-net, for `mode`.
+/// Whether networked sandboxes get vhost-net, for `mode`; says which.
 fn vhost_net(mode: NetVhost) -> Result<bool> {
     let found = match mode {
-        NetVhost::Off => return Ok(false),
+        NetVhost::Off => Err("--net-vhost off".to_string()),
         _ => cocoon_runtime::network::vhost::available(),
     };
     match (mode, found) {
-        (_, Ok(())) => Ok(true),
+        (_, Ok(())) => {
+            tracing::info!("networked sandboxes use vhost-net");
+            Ok(true)
+        }
         (NetVhost::On, Err(e)) => bail!("--net-vhost on: {e}"),
         (_, Err(e)) => {
             tracing::info!("networked sandboxes use the VMM's own virtio-net data path: {e}");
@@ -221,9 +224,6 @@ async fn run(args: Args, paths: VmmPaths, limits: Limits, token: Option<String>)
     cfg.limits = limits;
     cfg.warm_pool = usize::from(args.warm_pool);
     cfg.vhost_net = vhost_net(args.net_vhost)?;
-    if cfg.vhost_net {
-        tracing::info!("networked sandboxes use vhost-net");
-    }
     let manager = SandboxManager::open(cfg)
         .await
         .with_context(|| format!("opening state directory {}", args.state_dir.display()))?;

@@ -192,8 +192,6 @@ pub struct Net {
     pub(super) use_vhost: bool,
     /// The vhost-net instance, once guest memory exists.
     vhost: Option<VhostNet>,
-    /// The interrupt vhost-net signals while it runs.
-    vhost_interrupt: Option<Interrupt>,
     /// Counters.
     pub metrics: NetMetrics,
 }
@@ -234,7 +232,6 @@ impl Net {
             tap_registered: false,
             use_vhost: false,
             vhost: None,
-            vhost_interrupt: None,
             metrics: NetMetrics::default(),
         })
     }
@@ -538,11 +535,11 @@ impl VirtioDevice for Net {
                 call: interrupt.irqfd(),
                 tap: self.tap.file(),
             };
+            // The transport's reset clears the override again.
             if let Err(e) = vhost.start(&mem, &rings) {
                 interrupt.set_rings_elsewhere(false);
                 return Err(ActivateError::Backend(e.to_string()));
             }
-            self.vhost_interrupt = Some(interrupt);
             return Ok(());
         }
         self.active = Some(Active {
@@ -572,9 +569,6 @@ impl VirtioDevice for Net {
     fn reset(&mut self) {
         if let Some(v) = self.vhost.as_mut() {
             v.stop();
-        }
-        if let Some(i) = self.vhost_interrupt.take() {
-            i.set_rings_elsewhere(false);
         }
         self.active = None;
         self.rx.reset();
