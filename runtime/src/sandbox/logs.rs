@@ -121,26 +121,9 @@ pub fn stored_bytes(path: &Path) -> io::Result<[u64; 2]> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok([0, 0]),
         Err(e) => return Err(e),
     };
-    let size = f.metadata()?.len();
-    let mut totals = [0u64; 2];
-    let mut pos = 0u64;
-    let mut header = [0u8; HEADER];
-    while pos + HEADER as u64 <= size {
-        f.read_exact_at(&mut header, pos)?;
-        let len = u64::from(u32::from_be_bytes([
-            header[1], header[2], header[3], header[4],
-        ]));
-        let Some(stream) = LogStream::from_tag(header[0]) else {
-            break;
-        };
-        if pos + HEADER as u64 + len > size {
-            break;
-        }
-        totals[usize::from(stream == LogStream::Stderr)] += len;
-        pos += HEADER as u64 + len;
-    }
-    if pos < size {
-        f.set_len(pos)?;
+    let (end, totals) = walk_records(&f)?;
+    if end < f.metadata()?.len() {
+        f.set_len(end)?;
     }
     Ok(totals)
 }
@@ -206,7 +189,7 @@ impl LogReader {
         };
         r.reopen()?;
         if let (false, Some(f)) = (from_start, &mut r.file) {
-            let end = whole_records_end(f)?;
+            let (end, _) = walk_records(f)?;
             f.seek(SeekFrom::Start(end))?;
         }
         Ok(r)
@@ -259,11 +242,13 @@ impl LogReader {
     }
 }
 
-/// The offset just past the last whole record, found by hopping from
-/// header to header (the data is not read).
-fn whole_records_end(f: &File) -> io::Result<u64> {
+/// The offset just past the last whole record, and the data bytes of
+/// stdout and stderr up to there, found by hopping from header to header
+/// (the data is not read).
+fn walk_records(f: &File) -> io::Result<(u64, [u64; 2])> {
     let size = f.metadata()?.len();
     let mut pos = 0u64;
+    let mut totals = [0u64; 2];
     let mut header = [0u8; HEADER];
     while pos + HEADER as u64 <= size {
         f.read_exact_at(&mut header, pos)?;
@@ -272,9 +257,14 @@ fn whole_records_end(f: &File) -> io::Result<u64> {
         if next > size {
             break;
         }
+        match LogStream::from_tag(header[0]) {
+            Some(LogStream::Stdout) => totals[0] += len,
+            Some(LogStream::Stderr) => totals[1] += len,
+            None => {}
+        }
         pos = next;
     }
-    Ok(pos)
+    Ok((pos, totals))
 }
 
 #[cfg(test)]
